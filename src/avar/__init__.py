@@ -1,0 +1,3 @@
+"""avar: audio-visual anomaly detection and recognition for surveillance video."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,197 @@
+"""The ``avar`` command: parse, call the Python API, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=1, allow_nan=False))
+
+
+def cmd_synth(args) -> int:
+    from avar.media.synth import synthesize
+
+    summary = synthesize(Path(args.out_dir), seed=args.seed, clips_per_class=args.clips_per_class,
+                         seconds=args.seconds, progress=not args.quiet)
+    print(f"wrote {summary.n_clips} clips of {len(summary.classes)} classes to {summary.out_dir}")
+    return 0
+
+
+def cmd_extractors(args) -> int:
+    from avar.features import extractor_infos
+
+    infos = extractor_infos()
+    if args.json:
+        _print_json([info.__dict__ for info in infos])
+        return 0
+    print(f"{'name':20} {'modality':8} {'dim':>5}  {'offline':7}  source / preprocessing")
+    for i in infos:
+        print(f"{i.name:20} {i.modality:8} {i.dim:>5}  {'yes' if i.offline else 'no':7}  {i.source}\n{'':46}{i.preprocessing}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from avar.datasets.folders import discover
+    from avar.features import build_extractor
+    from avar.features.cache import extract_dataset, summary_dict
+
+    entries = discover(args.data_dir, seed=args.seed, splits_csv=args.splits)
+    video = build_extractor(args.video, args.video_weights)
+    audio = build_extractor(args.audio, args.audio_weights)
+    summary = extract_dataset(entries, args.out, video, audio, step=args.step,
+                              video_weights=args.video_weights, audio_weights=args.audio_weights,
+                              progress=not args.quiet)
+    if args.json:
+        _print_json(summary_dict(summary))
+    else:
+        print(f"{summary.done} clips extracted, {summary.skipped} already done, {len(summary.failures)} failed -> {summary.out_dir}")
+        for failure in summary.failures:
+            print(f"  failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def cmd_train(args) -> int:
+    from avar.features.cache import FeatureSet
+    from avar.training.loop import TrainConfig, train_head
+
+    head = {"num_stages": args.stages, "num_layers": args.layers, "num_f_maps": args.f_maps,
+            "attention": not args.no_attention}
+    config = TrainConfig(modality=args.modality, seq_len=args.seq_len, epochs=args.epochs, seed=args.seed,
+                         lr=args.lr, batch_size=args.batch_size, head=head)
+    run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
+    info = {"run_dir": str(args.out), "classes": run.classes, **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds")}}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
+              f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from avar.evaluate import evaluate_run
+
+    report = evaluate_run(args.run_dir, args.features_dir, args.split, args.out)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.to_markdown())
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from avar.predict import predict_files
+
+    predictions, failures = predict_files(args.run_dir, args.media, args.out, progress=not args.quiet)
+    if args.json:
+        for p in predictions:
+            print(json.dumps(p.to_dict()))
+    else:
+        for p in predictions:
+            peak = max(p.steps, key=lambda s: s.anomaly_score)
+            print(f"{p.path}: {p.clip_class} (p={p.clip_probabilities[p.clip_class]:.2f}); "
+                  f"peak anomaly score {peak.anomaly_score:.2f} at {peak.time:.0f}-{peak.end:.0f} s ({peak.predicted})")
+            for s in p.steps:
+                print(f"  {s.time:7.1f}-{s.end:<7.1f} {s.predicted:16} anomaly {s.anomaly_score:.2f}")
+        if args.out:
+            print(f"step records and plots in {args.out}")
+    for failure in failures:
+        print(f"failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_demo(args) -> int:
+    from avar.demo import results_table, run_demo
+
+    result = run_demo(args.out, seed=args.seed, clips_per_class=args.clips_per_class, epochs=args.epochs,
+                      progress=not args.quiet)
+    print()
+    print(results_table(result.results))
+    print(f"\nreport: {result.report} (and report.html); finished in {result.seconds:.0f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+
+    parser = argparse.ArgumentParser(prog="avar", description="Audio-visual anomaly recognition for surveillance video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = command("synth", cmd_synth, "write the built-in synthetic audio-visual benchmark (MP4 files)")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-per-class", type=int, default=24)
+    p.add_argument("--seconds", type=float, default=8.0)
+
+    p = command("extractors", cmd_extractors, "list feature extractors")
+    p.add_argument("--json", action="store_true")
+
+    p = command("extract", cmd_extract, "decode media and cache per-step features")
+    p.add_argument("data_dir", help="DATA_DIR/<class>/<clip>.<ext>, optionally with splits.csv")
+    p.add_argument("--out", required=True, help="FEATURES_DIR")
+    p.add_argument("--video", default=DEFAULT_VIDEO, help=f"video extractor (default {DEFAULT_VIDEO})")
+    p.add_argument("--audio", default=DEFAULT_AUDIO, help=f"audio extractor (default {DEFAULT_AUDIO})")
+    p.add_argument("--video-weights", help="local directory or Hugging Face id of the video weights")
+    p.add_argument("--audio-weights", help="local directory or Hugging Face id of the audio weights")
+    p.add_argument("--step", type=float, default=1.0, help="seconds per time step (default 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
+    p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
+    p.add_argument("--json", action="store_true")
+
+    p = command("train", cmd_train, "train an AVAR-Net head on cached features")
+    p.add_argument("features_dir")
+    p.add_argument("--out", required=True, help="RUN_DIR")
+    p.add_argument("--modality", choices=("av", "a", "v"), default="av")
+    p.add_argument("--seq-len", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--stages", type=int, default=4)
+    p.add_argument("--layers", type=int, default=10)
+    p.add_argument("--f-maps", type=int, default=64)
+    p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split")
+    p.add_argument("run_dir")
+    p.add_argument("features_dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="where to write eval files (default RUN_DIR)")
+    p.add_argument("--json", action="store_true")
+
+    p = command("predict", cmd_predict, "per-step classes and anomaly scores of media files")
+    p.add_argument("run_dir")
+    p.add_argument("media", nargs="+")
+    p.add_argument("--out", help="write <stem>.jsonl, <stem>.png and predictions.json here")
+    p.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+
+    p = command("demo", cmd_demo, "the main job: synth -> extract -> train a/v/av -> evaluate -> predict")
+    p.add_argument("--out", default="avar-demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clips-per-class", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=50)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: which clips exist, their labels and splits."""

@@ -1,0 +1,1 @@
+"""Media in: decoding by timestamp and the built-in synthetic benchmark."""

@@ -1,0 +1,1 @@
+"""Metrics: clip-level classification (numpy, checked against scikit-learn in the tests)."""

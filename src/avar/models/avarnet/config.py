@@ -1,0 +1,80 @@
+"""Hyper-parameters of the AVAR-Net sequence head (attention + multi-stage dilated TCN)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MODALITIES = ("av", "a", "v")
+
+
+@dataclass
+class AVARNetConfig:
+    """Configuration of :class:`~avar.models.avarnet.torch_model.AVARNetHead`.
+
+    Defaults follow the AVAR-Net paper on VAAR (10 classes, MobileViT-small video features,
+    wav2vec2-base audio features, early fusion). With ``attention=False``, ``num_stages=1``,
+    ``num_classes=9`` the head has exactly the 255,881 (64 maps) / 86,985 (32 maps)
+    parameters the paper reports (sec. 4.4).
+    """
+
+    video_dim: int = 640
+    """Width of one video step's feature (MobileViT-small, globally pooled)."""
+    audio_dim: int = 768
+    """Width of one audio step's feature (wav2vec2-base hidden size, mean over the step)."""
+    num_classes: int = 10
+    """Anomaly classes (VAAR has 10, including 'normal')."""
+    num_stages: int = 4
+    """MS-TCN stages; later stages refine the softmax of the previous one. 1 for the
+    parameter-count check."""
+    num_layers: int = 10
+    """Dilated residual layers per stage; layer ``l`` has dilation ``2**l`` (Eq. 7)."""
+    num_f_maps: int = 64
+    """Channels inside every stage (the paper's 'fixed dimension')."""
+    attention: bool = True
+    """Run the temporal attention module (1D conv + multi-head self-attention, sec. 3.5)
+    before the MTCN. Off adds no parameters."""
+    attention_heads: int = 4
+    """Heads of the self-attention; the input width is rounded up to a multiple of this."""
+    attention_kernel: int = 3
+    """Kernel of the 1D conv in front of the self-attention (local context)."""
+    dropout: float = 0.5
+    """Dropout inside each dilated residual layer (MS-TCN's ``nn.Dropout()`` default)."""
+    modality: str = "av"
+    """'av' concatenates video and audio (early fusion, Eq. 6); 'a' / 'v' use one stream."""
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(
+                f"AVARNetConfig.modality must be one of {MODALITIES}, got {self.modality!r}"
+            )
+        for name in ("video_dim", "audio_dim", "num_classes", "num_stages", "num_layers",
+                     "num_f_maps", "attention_heads", "attention_kernel"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AVARNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"AVARNetConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def input_dim(self) -> int:
+        """Width of the fused per-step feature that enters the head for ``modality``."""
+        return {
+            "av": self.video_dim + self.audio_dim,
+            "a": self.audio_dim,
+            "v": self.video_dim,
+        }[self.modality]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AVARNetConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown AVARNetConfig key(s) {unknown}; valid keys are {sorted(known)} "
+                "(was the checkpoint written by a different avar version or model?)"
+            )
+        return cls(**data)

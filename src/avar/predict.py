@@ -1,0 +1,131 @@
+"""Explain media files second by second with a trained run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from avar.features import build_extractor
+from avar.features.cache import features_from_steps, write_json_atomic
+from avar.media.decode import MediaError, decode_steps
+from avar.report.plots import plot_score_curve
+from avar.training.run import Run
+
+
+@dataclass
+class StepRecord:
+    """One time step of a file: ``time`` and ``end`` in seconds from the file's start."""
+
+    time: float
+    end: float
+    predicted: str
+    probabilities: dict[str, float]
+    anomaly_score: float
+    """``1 - P(normal)`` in [0, 1]."""
+
+
+@dataclass
+class Prediction:
+    """Everything ``avar predict`` says about one file."""
+
+    path: str
+    clip_class: str
+    clip_probabilities: dict[str, float]
+    steps: list[StepRecord] = field(default_factory=list)
+    audio_missing: bool = False
+    plot: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "clip_class": self.clip_class,
+            "clip_probabilities": self.clip_probabilities,
+            "audio_missing": self.audio_missing,
+            "plot": self.plot,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+
+class Predictor:
+    """A run plus the backbones it was trained on, loaded once for many files."""
+
+    def __init__(self, run_dir: Path | str, device: str = "cpu"):
+        self.run = Run.load(run_dir)
+        ex = self.run.extractors
+        self.video = build_extractor(ex["video"]["name"], ex["video"].get("weights"), device)
+        self.audio = build_extractor(ex["audio"]["name"], ex["audio"].get("weights"), device)
+
+    def predict(self, path: Path | str) -> Prediction:
+        steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))
+        video, audio = features_from_steps(steps, self.video, self.audio)
+        step_p, clip_p = self.run.probabilities(video, audio)
+        classes = self.run.classes
+        scores = self.run.anomaly_score(step_p)
+        records = [
+            StepRecord(
+                time=round(float(t), 3),
+                end=round(float(min(t + steps.step, steps.duration)), 3),
+                predicted=classes[int(p.argmax())],
+                probabilities={c: round(float(x), 5) for c, x in zip(classes, p)},
+                anomaly_score=round(float(s), 5),
+            )
+            for t, p, s in zip(steps.times, step_p, scores)
+        ]
+        return Prediction(
+            path=str(path),
+            clip_class=classes[int(clip_p.argmax())],
+            clip_probabilities={c: round(float(x), 5) for c, x in zip(classes, clip_p)},
+            steps=records,
+            audio_missing=steps.audio_missing,
+        )
+
+
+def predict_files(
+    run_dir: Path | str,
+    paths: list[Path | str],
+    out_dir: Path | str | None = None,
+    *,
+    intervals: dict[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+) -> tuple[list[Prediction], list[dict]]:
+    """Predict every file; a file that fails is reported in the second list, the rest go on.
+
+    With ``out_dir``, each file gets ``<stem>.jsonl`` (one step record per line) and
+    ``<stem>.png`` (the anomaly-score curve with the top classes), plus ``predictions.json``.
+    ``intervals`` maps a path to a known anomaly interval to shade on its plot.
+    """
+    predictor = Predictor(run_dir)
+    out = Path(out_dir) if out_dir else None
+    predictions, failures = [], []
+    for path in tqdm(paths, desc="predict", unit="file", disable=not progress or len(paths) < 2):
+        try:
+            pred = predictor.predict(path)
+        except MediaError as exc:
+            failures.append({"path": str(path), "reason": exc.reason})
+            continue
+        if out is not None:
+            stem = Path(path).stem
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{stem}.jsonl").write_text("".join(json.dumps(s.__dict__) + "\n" for s in pred.steps))
+            times = np.array([s.time for s in pred.steps])
+            anomalies = [c for c in predictor.run.classes if c != "normal"]
+            curves = {c: np.array([s.probabilities[c] for s in pred.steps]) for c in anomalies}
+            pred.plot = str(plot_score_curve(
+                times,
+                np.array([s.anomaly_score for s in pred.steps]),
+                out / f"{stem}.png",
+                class_probs=curves,
+                interval=(intervals or {}).get(str(path)),
+                title=f"{Path(path).name}: {pred.clip_class}",
+            ))
+        predictions.append(pred)
+    if out is not None:
+        write_json_atomic(out / "predictions.json", {
+            "predictions": [p.to_dict() for p in predictions],
+            "failures": failures,
+        })
+    return predictions, failures

@@ -1,0 +1,1 @@
+"""Training AVAR-Net heads on cached features, and the run directory they live in."""

@@ -1,0 +1,141 @@
+"""A run directory: a trained head that can be reloaded and applied, with no pickle anywhere.
+
+Layout::
+
+    RUN_DIR/model.safetensors    head weights + the feature normalisation (``norm.*``)
+    RUN_DIR/config.json          head config, sequence length, step, extractors, training args
+    RUN_DIR/labels.json          class names in output order
+    RUN_DIR/history.json         per-epoch losses, accuracy and learning rate
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from avar.features.cache import write_json_atomic
+from avar.models.avarnet import AVARNetConfig, AVARNetHead
+from avar.training.sequences import make_sequences
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+
+
+@dataclass
+class Normalization:
+    """Per-dimension mean and std of the training steps, one pair per modality."""
+
+    video_mean: np.ndarray
+    video_std: np.ndarray
+    audio_mean: np.ndarray
+    audio_std: np.ndarray
+
+    @classmethod
+    def fit(cls, videos: list[np.ndarray], audios: list[np.ndarray]) -> "Normalization":
+        v, a = np.concatenate(videos), np.concatenate(audios)
+        # The floor keeps constant dimensions (e.g. a zeroed modality) at zero, not inf.
+        return cls(v.mean(0), np.maximum(v.std(0), 1e-4), a.mean(0), np.maximum(a.std(0), 1e-4))
+
+    def apply(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            ((video - self.video_mean) / self.video_std).astype(np.float32),
+            ((audio - self.audio_mean) / self.audio_std).astype(np.float32),
+        )
+
+
+@dataclass
+class Run:
+    """A trained AVAR-Net head with everything needed to apply it to new features."""
+
+    head: AVARNetHead
+    config: AVARNetConfig
+    classes: list[str]
+    norm: Normalization
+    seq_len: int
+    step: float
+    extractors: dict
+    """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
+    extra: dict = field(default_factory=dict)
+    """Training arguments and anything else worth recording."""
+
+    @property
+    def normal_index(self) -> int | None:
+        return self.classes.index("normal") if "normal" in self.classes else None
+
+    def save(self, root: Path | str) -> Path:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        for name in ("video_mean", "video_std", "audio_mean", "audio_std"):
+            tensors[f"norm.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.norm, name), np.float32))
+        save_file(tensors, str(root / MODEL_FILE))
+        write_json_atomic(root / CONFIG_FILE, {
+            "method": "avarnet",
+            "head": self.config.to_dict(),
+            "seq_len": self.seq_len,
+            "step": self.step,
+            "extractors": self.extractors,
+            **self.extra,
+        })
+        write_json_atomic(root / LABELS_FILE, self.classes)
+        return root
+
+    @classmethod
+    def load(cls, root: Path | str) -> "Run":
+        root = Path(root)
+        for name in (MODEL_FILE, CONFIG_FILE, LABELS_FILE):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"{root}: missing {name}; is this a run directory made by `avar train`?")
+        meta = json.loads((root / CONFIG_FILE).read_text())
+        tensors = load_file(str(root / MODEL_FILE))
+        norm = Normalization(*(tensors.pop(f"norm.{n}").numpy() for n in ("video_mean", "video_std", "audio_mean", "audio_std")))
+        config = AVARNetConfig.from_dict(meta.pop("head"))
+        head = AVARNetHead(config)
+        head.load_state_dict(tensors)
+        head.eval()
+        return cls(
+            head=head,
+            config=config,
+            classes=json.loads((root / LABELS_FILE).read_text()),
+            norm=norm,
+            seq_len=meta.pop("seq_len"),
+            step=meta.pop("step"),
+            extractors=meta.pop("extractors"),
+            extra={k: v for k, v in meta.items() if k != "method"},
+        )
+
+    @torch.inference_mode()
+    def probabilities(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of one clip's steps ``[T, C]`` and of the whole clip ``[C]``.
+
+        The clip is cut into windows of ``seq_len`` at half-window stride; a step's
+        probabilities are the mean over the windows that contain it, and the clip's are the
+        mean of the windows' clip predictions weighted by their real steps.
+        """
+        self.head.eval()
+        v, a = self.norm.apply(video, audio)
+        batch = make_sequences([v], [a], [0], self.seq_len, stride=max(1, self.seq_len // 2))
+        out = self.head(batch.video, batch.audio, batch.mask)
+        step_p = torch.softmax(out.step_logits, -1).numpy()
+        clip_p = torch.softmax(out.clip_logits, -1).numpy()
+        n_real = batch.mask.sum(1).numpy()
+        total = np.zeros((len(video), len(self.classes)))
+        count = np.zeros(len(video))
+        for row, start in enumerate(batch.start):
+            n = n_real[row]
+            total[start : start + n] += step_p[row, :n]
+            count[start : start + n] += 1
+        clip = (clip_p * n_real[:, None]).sum(0) / n_real.sum()
+        return total / count[:, None], clip
+
+    def anomaly_score(self, step_probs: np.ndarray) -> np.ndarray:
+        """``1 - P(normal)`` per step; without a ``normal`` class, the top anomaly probability."""
+        if self.normal_index is None:
+            return step_probs.max(-1)
+        return 1.0 - step_probs[..., self.normal_index]

@@ -1,0 +1,177 @@
+"""AVAR-Net head: the paper's parameter counts, shapes, padding invariance, learning, config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from avar.models.avarnet import (
+    AVARNetConfig,
+    AVARNetHead,
+    TemporalAttention,
+    avarnet_loss,
+    count_parameters,
+)
+
+
+def small_config(**overrides) -> AVARNetConfig:
+    # 7 + 6 = 13 is not a multiple of 4 heads, so the attention's projection is exercised
+    values = dict(video_dim=7, audio_dim=6, num_classes=3, num_stages=4, num_layers=4,
+                  num_f_maps=16, attention=True, attention_heads=4, dropout=0.5)
+    values.update(overrides)
+    return AVARNetConfig(**values)
+
+
+def features(cfg: AVARNetConfig, batch: int, steps: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, steps, cfg.video_dim, generator=g),
+            torch.randn(batch, steps, cfg.audio_dim, generator=g))
+
+
+@pytest.mark.parametrize(("f_maps", "expected"), [(64, 255_881), (32, 86_985)])
+def test_parameter_count_matches_paper(f_maps, expected):
+    cfg = AVARNetConfig(num_classes=9, num_stages=1, num_layers=10, num_f_maps=f_maps,
+                        attention=False, modality="av")
+    assert cfg.input_dim() == 1408
+    head = AVARNetHead(cfg)
+    assert count_parameters(head) == expected
+
+    with_attention = AVARNetHead(AVARNetConfig(**{**cfg.to_dict(), "attention": True}))
+    added = count_parameters(with_attention) - expected
+    assert added == count_parameters(TemporalAttention(1408, 4, 3)) > 0
+
+
+def test_attention_rounds_width_up_to_head_multiple():
+    attention = TemporalAttention(13, num_heads=4)
+    assert attention.out_dim == 16
+    out = attention(torch.randn(2, 5, 13), torch.ones(2, 5, dtype=torch.bool))
+    assert out.shape == (2, 5, 16)
+
+
+@pytest.mark.parametrize("modality", ["av", "a", "v"])
+def test_output_shapes(modality):
+    cfg = small_config(modality=modality)
+    video, audio = features(cfg, batch=2, steps=11)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    out = AVARNetHead(cfg).eval()(video, audio, mask)
+    assert out.step_logits.shape == (2, 11, 3)
+    assert out.clip_logits.shape == (2, 3)
+    assert len(out.stage_logits) == 4
+    assert all(s.shape == (2, 11, 3) for s in out.stage_logits)
+    assert out.step_logits is out.stage_logits[-1]
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_padding_leaves_real_steps_unchanged(attention):
+    torch.manual_seed(0)
+    cfg = small_config(attention=attention)
+    head = AVARNetHead(cfg).eval()
+    lengths = [20, 13]
+    video, audio = features(cfg, batch=2, steps=20)
+    mask = torch.arange(20)[None] < torch.tensor(lengths)[:, None]
+
+    # pad to 37 steps with large garbage and NaN: it must be ignored, not merely be small
+    extra = 17
+    video_p = torch.cat([video, 100 * torch.randn(2, extra, cfg.video_dim)], dim=1)
+    audio_p = torch.cat([audio, 100 * torch.randn(2, extra, cfg.audio_dim)], dim=1)
+    mask_p = torch.cat([mask, torch.zeros(2, extra, dtype=torch.bool)], dim=1)
+    video_p[1, 13:20] = 100.0
+    audio_p[1, 13:20] = -100.0
+    video_p[0, -1] = float("nan")
+
+    with torch.no_grad():
+        ref = head(video, audio, mask)
+        padded = head(video_p, audio_p, mask_p)
+        alone = head(video[1:, :13], audio[1:, :13], torch.ones(1, 13, dtype=torch.bool))
+
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(padded.step_logits[b, :n], ref.step_logits[b, :n],
+                                   atol=1e-5, rtol=0)
+        for s_ref, s_pad in zip(ref.stage_logits, padded.stage_logits):
+            torch.testing.assert_close(s_pad[b, :n], s_ref[b, :n], atol=1e-5, rtol=0)
+        assert torch.all(padded.step_logits[b, n:] == 0)
+    torch.testing.assert_close(padded.clip_logits, ref.clip_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded.step_logits[1, :13], alone.step_logits[0],
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded.clip_logits[1], alone.clip_logits[0], atol=1e-5, rtol=0)
+
+
+def test_video_only_head_ignores_audio():
+    cfg = small_config(modality="v")
+    head = AVARNetHead(cfg).eval()
+    video, audio = features(cfg, batch=2, steps=9)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        a = head(video, audio, mask).step_logits
+        b = head(video, audio + 5 * torch.randn_like(audio), mask).step_logits
+        c = head(video, None, mask).step_logits
+        d = head(video + 1.0, audio, mask).step_logits
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.allclose(a, d)
+
+
+def test_missing_or_misshaped_stream_is_a_clear_error():
+    cfg = small_config()
+    head = AVARNetHead(cfg)
+    video, audio = features(cfg, batch=1, steps=4)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="needs audio"):
+        head(video, None, mask)
+    with pytest.raises(ValueError, match=r"video features must be \[B, T, 7\]"):
+        head(audio, audio, mask)
+
+
+def test_learns_separable_toy_set():
+    torch.manual_seed(0)
+    cfg = small_config(num_stages=2, num_layers=3, dropout=0.1)
+    classes, per_class, steps = 3, 16, 24
+    centres = 1.5 * torch.randn(classes, cfg.video_dim + cfg.audio_dim)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    x = centres[labels][:, None, :] + torch.randn(len(labels), steps, centres.shape[1])
+    video, audio = x[..., :cfg.video_dim], x[..., cfg.video_dim:]
+    lengths = torch.randint(12, steps + 1, (len(labels),))
+    mask = torch.arange(steps)[None] < lengths[:, None]
+
+    head = AVARNetHead(cfg)
+    optimiser = torch.optim.Adam(head.parameters(), lr=3e-3)
+    with torch.no_grad():
+        first_loss = avarnet_loss(head(video, audio, mask), labels, mask).item()
+    for _ in range(100):
+        optimiser.zero_grad()
+        loss = avarnet_loss(head(video, audio, mask), labels, mask)
+        loss.backward()
+        optimiser.step()
+    head.eval()
+    with torch.no_grad():
+        accuracy = (head(video, audio, mask).clip_logits.argmax(-1) == labels).float().mean()
+    assert accuracy > 0.9
+    assert loss.item() < first_loss / 2
+
+
+def test_loss_ignores_padded_steps():
+    cfg = small_config(num_stages=2)
+    head = AVARNetHead(cfg).eval()
+    video, audio = features(cfg, batch=2, steps=10)
+    mask = torch.arange(10)[None] < torch.tensor([10, 6])[:, None]
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        out = head(video, audio, mask)
+        loss = avarnet_loss(out, labels, mask)
+        out.stage_logits = [s.clone() for s in out.stage_logits]
+        for s in out.stage_logits:
+            s[1, 6:] = 50.0
+        assert torch.isfinite(loss)
+        torch.testing.assert_close(avarnet_loss(out, labels, mask), loss)
+
+
+def test_config_json_round_trip():
+    cfg = AVARNetConfig(num_classes=7, num_f_maps=32, modality="a", attention=False)
+    restored = AVARNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert restored == cfg
+    assert restored.input_dim() == 768
+    with pytest.raises(ValueError, match="unknown AVARNetConfig key.*'num_maps'"):
+        AVARNetConfig.from_dict({**cfg.to_dict(), "num_maps": 3})
+    with pytest.raises(ValueError, match="modality"):
+        AVARNetConfig(modality="audio")
