@@ -19,7 +19,7 @@ from avar.models.avarnet import (
 def small_config(**overrides) -> AVARNetConfig:
     # 7 + 6 = 13 is not a multiple of 4 heads, so the attention's projection is exercised
     values = dict(video_dim=7, audio_dim=6, num_classes=3, num_stages=4, num_layers=4,
-                  num_f_maps=16, attention=True, attention_heads=4, dropout=0.5)
+                  num_f_maps=16, attention=True, attention_dim=None, attention_heads=4, dropout=0.5)
     values.update(overrides)
     return AVARNetConfig(**values)
 
@@ -38,9 +38,13 @@ def test_parameter_count_matches_paper(f_maps, expected):
     head = AVARNetHead(cfg)
     assert count_parameters(head) == expected
 
-    with_attention = AVARNetHead(AVARNetConfig(**{**cfg.to_dict(), "attention": True}))
-    added = count_parameters(with_attention) - expected
-    assert added == count_parameters(TemporalAttention(1408, 4, 3)) > 0
+    # at the input's own width the attention adds exactly its own parameters
+    full = AVARNetHead(AVARNetConfig(**{**cfg.to_dict(), "attention": True, "attention_dim": None}))
+    assert count_parameters(full) - expected == count_parameters(TemporalAttention(1408, 4, 3)) > 0
+    # projected to 256 channels, the TCN's input conv shrinks from 1408 to 256 inputs
+    narrow = AVARNetHead(AVARNetConfig(**{**cfg.to_dict(), "attention": True, "attention_dim": 256}))
+    attention = count_parameters(TemporalAttention(1408, 4, 3, dim=256))
+    assert count_parameters(narrow) == expected + attention - (1408 - 256) * f_maps
 
 
 def test_attention_rounds_width_up_to_head_multiple():

@@ -1,7 +1,10 @@
 """Supervised training of the AVAR-Net head on a feature cache (paper sec. 4.1).
 
 Defaults follow the paper: initial learning rate 1e-2, reduced on validation-loss plateaus
-down to 1e-5, up to 50 epochs; the checkpoint with the lowest validation loss is kept.
+down to 1e-5, up to 50 epochs. The checkpoint kept is the one with the best validation
+clip accuracy, ties going to the lower validation loss: the loss also scores every step
+against the clip label, including the normal-looking steps outside the anomaly, so alone it
+is a poor guide to which epoch classifies clips best.
 """
 
 from __future__ import annotations
@@ -38,11 +41,19 @@ class TrainConfig:
     plateau_patience: int = 3
     """Epochs without a better validation loss before the learning rate drops tenfold."""
     early_stop: int = 12
-    """Epochs without a better validation loss before training stops."""
+    """Epochs without a better checkpoint before training stops."""
+    optimizer: str = "adam"
+    """'adam' or 'sgd' (momentum 0.9); the paper gives the learning rates, not the optimizer."""
     weight_decay: float = 1e-4
     seed: int = 0
     head: dict = field(default_factory=dict)
     """Overrides of ``AVARNetConfig`` fields (stages, layers, maps, attention...)."""
+
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "sgd": lambda params, **kw: torch.optim.SGD(params, momentum=0.9, nesterov=True, **kw),
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -91,12 +102,14 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     train_seq = _sequences(train, classes, norm, config.seq_len, stride=config.seq_len)
     val_seq = _sequences(val, classes, norm, config.seq_len, stride=config.seq_len) if val else train_seq
 
-    optimizer = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {config.optimizer!r}")
+    optimizer = OPTIMIZERS[config.optimizer](head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.1, patience=config.plateau_patience, min_lr=config.min_lr
     )
     generator = torch.Generator().manual_seed(config.seed)
-    best_loss, best_state, best_epoch, history = float("inf"), None, -1, []
+    best_key, best_state, best_epoch, history = None, None, -1, []
     started = time.perf_counter()
     bar = tqdm(range(config.epochs), desc=f"train {config.modality}", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -116,8 +129,9 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch + 1, "train_loss": total / len(order), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr})
         bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", lr=f"{lr:.0e}")
-        if val_loss < best_loss:
-            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch + 1
+        key = (val_acc, -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best_state, best_epoch = key, copy.deepcopy(head.state_dict()), epoch + 1
         elif epoch + 1 - best_epoch >= config.early_stop:
             break
     head.load_state_dict(best_state)

@@ -34,6 +34,10 @@ class AVARNetConfig:
     attention: bool = True
     """Run the temporal attention module (1D conv + multi-head self-attention, sec. 3.5)
     before the MTCN. Off adds no parameters."""
+    attention_dim: int | None = 256
+    """Channels the attention's 1D conv projects to (the paper gives no width). ``None``
+    keeps the input width: for 1472-d fused features that is ~15M parameters, which
+    overfits and trains slowly on small datasets; 256 gives ~1.4M."""
     attention_heads: int = 4
     """Heads of the self-attention; the input width is rounded up to a multiple of this."""
     attention_kernel: int = 3
@@ -52,6 +56,8 @@ class AVARNetConfig:
                      "num_f_maps", "attention_heads", "attention_kernel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AVARNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.attention_dim is not None and self.attention_dim < 1:
+            raise ValueError(f"AVARNetConfig.attention_dim must be >= 1 or None, got {self.attention_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"AVARNetConfig.dropout must be in [0, 1), got {self.dropout}")
 

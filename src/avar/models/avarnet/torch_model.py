@@ -119,16 +119,16 @@ class TemporalAttention(nn.Module):
     """Sec. 3.5's attention module: a 1D conv (local context) then multi-head self-attention
     (global context), with a residual and LayerNorm as in Eq. 4.
 
-    ``nn.MultiheadAttention`` needs a width divisible by the head count, so the conv also
-    projects ``in_dim`` up to the next multiple of ``num_heads`` (``out_dim``); when
-    ``in_dim`` already divides, the conv is ``in_dim -> in_dim`` as in the paper. The
-    residual is taken around the attention, from the conv's output.
+    The conv projects ``in_dim`` to ``dim`` channels (the paper does not give the width;
+    ``None`` keeps ``in_dim``), rounded up to a multiple of ``num_heads`` because
+    ``nn.MultiheadAttention`` needs one. The residual is taken around the attention, from
+    the conv's output.
     """
 
-    def __init__(self, in_dim: int, num_heads: int = 4, kernel_size: int = 3):
+    def __init__(self, in_dim: int, num_heads: int = 4, kernel_size: int = 3, dim: int | None = None):
         super().__init__()
         self.in_dim = in_dim
-        self.out_dim = -(-in_dim // num_heads) * num_heads
+        self.out_dim = -(-(dim or in_dim) // num_heads) * num_heads
         self.conv = nn.Conv1d(in_dim, self.out_dim, kernel_size, padding="same")
         self.attention = nn.MultiheadAttention(self.out_dim, num_heads, batch_first=True)
         self.norm = nn.LayerNorm(self.out_dim)
@@ -173,7 +173,9 @@ class AVARNetHead(nn.Module):
         dim = config.input_dim()
         self.attention: TemporalAttention | None = None
         if config.attention:
-            self.attention = TemporalAttention(dim, config.attention_heads, config.attention_kernel)
+            self.attention = TemporalAttention(
+                dim, config.attention_heads, config.attention_kernel, config.attention_dim
+            )
             dim = self.attention.out_dim
         self.tcn = MultiStageTCN(
             config.num_stages,

@@ -1,0 +1,59 @@
+"""Feature extractors: every choice is in ``EXTRACTORS`` below."""
+
+from __future__ import annotations
+
+from avar.features.base import AUDIO_RATE, Extractor, ExtractorInfo, WeightsUnavailableError
+from avar.features.efficientnet_lite import EfficientNetLite0Extractor
+from avar.features.logmel import LogMelExtractor
+from avar.features.mobilevit import MobileViTExtractor
+from avar.features.wav2vec2 import Wav2Vec2Extractor
+
+EXTRACTORS: dict[str, type] = {
+    EfficientNetLite0Extractor.name: EfficientNetLite0Extractor,
+    MobileViTExtractor.name: MobileViTExtractor,
+    Wav2Vec2Extractor.name: Wav2Vec2Extractor,
+    LogMelExtractor.name: LogMelExtractor,
+}
+
+DEFAULT_VIDEO = EfficientNetLite0Extractor.name
+DEFAULT_AUDIO = LogMelExtractor.name
+
+__all__ = [
+    "AUDIO_RATE",
+    "DEFAULT_AUDIO",
+    "DEFAULT_VIDEO",
+    "EXTRACTORS",
+    "Extractor",
+    "ExtractorInfo",
+    "WeightsUnavailableError",
+    "build_extractor",
+    "extractor_infos",
+]
+
+
+def build_extractor(name: str, weights: str | None = None, device: str = "cpu") -> Extractor:
+    """The extractor called ``name``, with its default weights unless ``weights`` is given.
+
+    ``weights`` is a local directory or Hugging Face id for the transformers backbones, a
+    ``.pth`` state dict for EfficientNet-Lite0, and must be None for ``logmel``. Raises
+    ``WeightsUnavailableError`` at once when the weights are not on this machine and
+    cannot be fetched.
+    """
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown extractor '{name}'; choose one of: {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name](weights=weights, device=device)
+
+
+def extractor_infos() -> list[ExtractorInfo]:
+    """One row per extractor for ``avar extractors``; checks the disk, never the network."""
+    return [
+        ExtractorInfo(
+            name=cls.name,
+            modality=cls.modality,
+            dim=cls.dim,
+            source=cls.default_source,
+            offline=cls.available_offline(),
+            preprocessing=cls.preprocessing,
+        )
+        for cls in EXTRACTORS.values()
+    ]
