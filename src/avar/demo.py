@@ -63,10 +63,9 @@ def run_demo(
 
     results = {}
     for modality in ("a", "v", "av"):
-        log(f"[3/5] training the AVAR-Net head on {MODALITY_NAMES[modality]}")
+        log(f"[3-4/5] training and evaluating the AVAR-Net head on {MODALITY_NAMES[modality]}")
         run_dir = out / f"run-{modality}"
         run = train_head(features, run_dir, TrainConfig(modality=modality, epochs=epochs, seed=seed), progress=progress)
-        log(f"[4/5] evaluating {run_dir} on the test split")
         report = evaluate_run(run_dir, features_dir, "test")
         results[modality] = {**report.to_dict(), "params": run.extra["params"], "best_epoch": run.extra["best_epoch"]}
 

@@ -36,6 +36,40 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return total / count
 
 
+def fuse_streams(config, video: Tensor | None, audio: Tensor | None) -> Tensor:
+    """Pick the streams ``config.modality`` names and concatenate them per step (Eq. 6).
+
+    ``config`` is any head config with ``modality``, ``video_dim`` and ``audio_dim``
+    (:class:`AVARNetConfig`, the baselines' config), so every head fuses the same way.
+    Returns ``[B, T, config.input_dim()]``; the stream not named by ``modality`` may be None.
+    """
+    cfg = config
+    streams: list[Tensor] = []
+    for name, tensor, dim, wanted in (
+        ("video", video, cfg.video_dim, "v" in cfg.modality),
+        ("audio", audio, cfg.audio_dim, "a" in cfg.modality),
+    ):
+        if not wanted:
+            continue
+        if tensor is None:
+            raise ValueError(
+                f"modality {cfg.modality!r} needs {name} features, got None; "
+                f"pass {name} [B, T, {dim}] or choose a modality without it"
+            )
+        if tensor.dim() != 3 or tensor.shape[-1] != dim:
+            raise ValueError(
+                f"{name} features must be [B, T, {dim}] (config.{name}_dim), "
+                f"got {list(tensor.shape)}; was the cache built with another extractor?"
+            )
+        streams.append(tensor)
+    if len(streams) == 2 and streams[0].shape[:2] != streams[1].shape[:2]:
+        raise ValueError(
+            f"video {list(streams[0].shape)} and audio {list(streams[1].shape)} must share "
+            "[B, T]; align both streams on the same time steps before fusing"
+        )
+    return torch.cat(streams, dim=-1)
+
+
 class DilatedResidualLayer(nn.Module):
     """One layer of a stage: dilated conv (Eq. 7), ReLU, 1x1 conv, dropout, residual (Eq. 8)."""
 
@@ -167,6 +201,8 @@ class AVARNetHead(nn.Module):
     TCN (Eq. 7-9) -> per-step class logits (Eq. 10) and their masked mean per clip.
     """
 
+    config_class = AVARNetConfig
+
     def __init__(self, config: AVARNetConfig):
         super().__init__()
         self.config = config
@@ -188,31 +224,7 @@ class AVARNetHead(nn.Module):
 
     def fuse(self, video: Tensor | None, audio: Tensor | None) -> Tensor:
         """Pick the streams ``config.modality`` names and concatenate them per step (Eq. 6)."""
-        cfg = self.config
-        streams: list[Tensor] = []
-        for name, tensor, dim, wanted in (
-            ("video", video, cfg.video_dim, "v" in cfg.modality),
-            ("audio", audio, cfg.audio_dim, "a" in cfg.modality),
-        ):
-            if not wanted:
-                continue
-            if tensor is None:
-                raise ValueError(
-                    f"modality {cfg.modality!r} needs {name} features, got None; "
-                    f"pass {name} [B, T, {dim}] or choose a modality without it"
-                )
-            if tensor.dim() != 3 or tensor.shape[-1] != dim:
-                raise ValueError(
-                    f"{name} features must be [B, T, {dim}] (config.{name}_dim), "
-                    f"got {list(tensor.shape)}; was the cache built with another extractor?"
-                )
-            streams.append(tensor)
-        if len(streams) == 2 and streams[0].shape[:2] != streams[1].shape[:2]:
-            raise ValueError(
-                f"video {list(streams[0].shape)} and audio {list(streams[1].shape)} must share "
-                "[B, T]; align both streams on the same time steps before fusing"
-            )
-        return torch.cat(streams, dim=-1)
+        return fuse_streams(self.config, video, audio)
 
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]``

@@ -1,0 +1,93 @@
+"""Hyper-parameters of the sequence-model baselines AVAR-Net compares against (Table 2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from avar.models.avarnet.config import MODALITIES
+
+KINDS = ("gru", "bigru", "lstm", "bilstm", "transformer")
+"""Baselines of the paper's Table 2 besides its own MTCN."""
+
+
+@dataclass
+class BaselineConfig:
+    """Configuration of :class:`~avar.models.baselines.torch_model.RecurrentHead` (GRU / LSTM,
+    one or two directions) and :class:`~avar.models.baselines.torch_model.TransformerHead`.
+
+    The paper gives no widths for its baselines; the defaults are small (~0.2-0.4M parameters
+    at 1408-d fused input) so they sit near the MTCN's 255,881 rather than dwarf it.
+    """
+
+    kind: str = "bilstm"
+    """One of :data:`KINDS`: 'gru', 'bigru', 'lstm', 'bilstm' or 'transformer'."""
+    video_dim: int = 640
+    """Width of one video step's feature (MobileViT-small, globally pooled)."""
+    audio_dim: int = 768
+    """Width of one audio step's feature (wav2vec2-base hidden size)."""
+    num_classes: int = 10
+    """Anomaly classes (VAAR has 10, including 'normal')."""
+    modality: str = "av"
+    """'av' concatenates video and audio (early fusion, Eq. 6); 'a' / 'v' use one stream."""
+    hidden: int = 128
+    """Width of the input projection and of the recurrent state / transformer model (per
+    direction for bidirectional RNNs). Projecting 1408-d inputs first keeps an LSTM's input
+    weights at 1408 x 128 per gate instead of 1408 x hidden for every layer."""
+    num_layers: int = 2
+    """Stacked recurrent layers, or transformer encoder layers."""
+    dropout: float = 0.3
+    """Dropout between recurrent layers and before the classifier; inside each transformer
+    layer (attention and feed-forward)."""
+    input_dropout: float = 0.1
+    """Dropout on the raw per-step features, before the input projection."""
+    nhead: int = 4
+    """Transformer only: attention heads; ``hidden`` must be a multiple of it."""
+    ff_dim: int = 256
+    """Transformer only: width of each layer's feed-forward sub-layer."""
+    max_len: int = 512
+    """Transformer only: longest sequence the sinusoidal position table covers (steps)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"BaselineConfig.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(
+                f"BaselineConfig.modality must be one of {MODALITIES}, got {self.modality!r}"
+            )
+        for name in ("video_dim", "audio_dim", "num_classes", "hidden", "num_layers",
+                     "nhead", "ff_dim", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BaselineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"BaselineConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.kind == "transformer" and self.hidden % self.nhead:
+            raise ValueError(
+                f"BaselineConfig.hidden ({self.hidden}) must be a multiple of nhead "
+                f"({self.nhead}) for the transformer; change one of them"
+            )
+
+    def input_dim(self) -> int:
+        """Width of the fused per-step feature that enters the head for ``modality``."""
+        return {
+            "av": self.video_dim + self.audio_dim,
+            "a": self.audio_dim,
+            "v": self.video_dim,
+        }[self.modality]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown BaselineConfig key(s) {unknown}; valid keys are {sorted(known)} "
+                "(was the checkpoint written by a different avar version or model?)"
+            )
+        return cls(**data)
