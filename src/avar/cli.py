@@ -58,10 +58,11 @@ def cmd_train(args) -> int:
     from avar.features.cache import FeatureSet
     from avar.training.loop import TrainConfig, train_head
 
-    head = {"num_stages": args.stages, "num_layers": args.layers, "num_f_maps": args.f_maps,
-            "attention": not args.no_attention}
-    config = TrainConfig(modality=args.modality, seq_len=args.seq_len, epochs=args.epochs, seed=args.seed,
-                         lr=args.lr, batch_size=args.batch_size, head=head)
+    flags = {"num_stages": args.stages, "num_layers": args.layers, "num_f_maps": args.f_maps,
+             "attention": False if args.no_attention else None, "hidden": args.hidden}
+    config = TrainConfig(head_type=args.head, modality=args.modality, fusion=args.fusion, late_mode=args.late_mode,
+                         seq_len=args.seq_len, epochs=args.epochs, seed=args.seed, lr=args.lr,
+                         batch_size=args.batch_size, head={k: v for k, v in flags.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes, **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds")}}
     if args.json:
@@ -104,6 +105,27 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_ablate(args) -> int:
+    from avar.ablate import AblationPlan, run_ablation, tables_markdown, write_tables
+
+    plan = AblationPlan.quick() if args.quick else AblationPlan()
+    if args.seeds:
+        plan.seeds = tuple(range(args.seeds))
+    if args.epochs:
+        plan.epochs = args.epochs
+    results = run_ablation(args.features_dir, args.out, plan, workers=args.workers, progress=not args.quiet)
+    print(tables_markdown(write_tables(results, args.out)))
+    print(f"{len(results)} runs; results.json, tables.md and tables.json in {args.out}")
+    return 0 if len(results) == len(plan.cells()) else 1
+
+
+def cmd_report(args) -> int:
+    from avar.report.html import build_report
+
+    print(build_report(args.target, args.out, split=args.split))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from avar.demo import results_table, run_demo
 
@@ -117,6 +139,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+    from avar.models.heads import FUSIONS, HEADS
 
     parser = argparse.ArgumentParser(prog="avar", description="Audio-visual anomaly recognition for surveillance video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,19 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
     p.add_argument("--json", action="store_true")
 
-    p = command("train", cmd_train, "train an AVAR-Net head on cached features")
+    p = command("train", cmd_train, "train an AVAR-Net head (or a baseline) on cached features")
     p.add_argument("features_dir")
     p.add_argument("--out", required=True, help="RUN_DIR")
+    p.add_argument("--head", choices=list(HEADS), default="mtcn", help="mtcn = AVAR-Net; the rest are Table 2's baselines")
     p.add_argument("--modality", choices=("av", "a", "v"), default="av")
+    p.add_argument("--fusion", choices=FUSIONS, default="early", help="early: concatenate; late: fuse per-stream probabilities")
+    p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
     p.add_argument("--seq-len", type=int, default=10)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--stages", type=int, default=4)
-    p.add_argument("--layers", type=int, default=10)
-    p.add_argument("--f-maps", type=int, default=64)
-    p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--stages", type=int, help="mtcn: MS-TCN stages (default 4)")
+    p.add_argument("--layers", type=int, help="mtcn: dilated layers per stage (default 10); baselines: recurrent/encoder layers (default 2)")
+    p.add_argument("--f-maps", type=int, help="mtcn: feature maps (default 64)")
+    p.add_argument("--no-attention", action="store_true", help="mtcn: drop the attention module")
+    p.add_argument("--hidden", type=int, help="baselines: hidden width (default 128)")
     p.add_argument("--json", action="store_true")
 
     p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split")
@@ -175,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("media", nargs="+")
     p.add_argument("--out", help="write <stem>.jsonl, <stem>.png and predictions.json here")
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+
+    p = command("ablate", cmd_ablate, "the paper's ablations: heads x modalities, sequence lengths, early vs late fusion")
+    p.add_argument("features_dir")
+    p.add_argument("--out", required=True, help="ABLATION_DIR (a rerun resumes it)")
+    p.add_argument("--quick", action="store_true", help="2 seeds x 20 epochs instead of 3 x 50")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+
+    p = command("report", cmd_report, "one self-contained HTML page for a run or an ablation directory")
+    p.add_argument("target", help="RUN_DIR or ABLATION_DIR")
+    p.add_argument("--out", help="HTML file to write (default TARGET/report.html)")
+    p.add_argument("--split", default="test")
 
     p = command("demo", cmd_demo, "the main job: synth -> extract -> train a/v/av -> evaluate -> predict")
     p.add_argument("--out", default="avar-demo")

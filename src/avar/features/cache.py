@@ -94,8 +94,8 @@ def _clip_file(out_dir: Path, clip_id: str) -> Path:
     return out_dir / "clips" / f"{clip_id}.safetensors"
 
 
-def _save_clip(path: Path, entry: ClipEntry, steps: ClipSteps, video: np.ndarray, audio: np.ndarray) -> dict:
-    record = {
+def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
+    return {
         "clip_id": entry.clip_id,
         "path": str(entry.path),
         "label": entry.label,
@@ -105,10 +105,14 @@ def _save_clip(path: Path, entry: ClipEntry, steps: ClipSteps, video: np.ndarray
         "audio_missing": steps.audio_missing,
         "video_missing": steps.video_missing,
     }
+
+
+def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, times: np.ndarray) -> dict:
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(
-        {"video": video, "audio": audio, "times": steps.times.astype(np.float64)},
+        {"video": np.ascontiguousarray(video, np.float32), "audio": np.ascontiguousarray(audio, np.float32),
+         "times": np.ascontiguousarray(times, np.float64)},
         str(tmp),
         metadata={"record": json.dumps(record)},
     )
@@ -196,7 +200,9 @@ def extract_dataset(
                 for note in notes:
                     tqdm.write(f"warning: {note}")
                 v, a = features_from_steps(result, video, audio)
-                records[entry.clip_id] = _save_clip(_clip_file(out_dir, entry.clip_id), entry, result, v, a)
+                records[entry.clip_id] = _save_clip(
+                    _clip_file(out_dir, entry.clip_id), _clip_record(entry, result), v, a, result.times
+                )
             bar.update(1)
             if i % 20 == 19:
                 write_manifest()
@@ -221,6 +227,25 @@ class FeatureSet:
                 f"{root}: no {MANIFEST}; create the cache with `avar extract DATA_DIR --out {root}`"
             )
         return cls(root, json.loads(path.read_text()))
+
+    @classmethod
+    def create(cls, root: Path | str, clips: list[StepFeatures], *, video: dict, audio: dict, step: float = 1.0) -> "FeatureSet":
+        """A cache from features computed elsewhere (e.g. a dataset's published features).
+
+        ``video`` / ``audio`` describe the extractors: ``{"name", "version", "dim"}``.
+        """
+        root = Path(root)
+        records = []
+        for clip in clips:
+            record = {
+                "clip_id": clip.clip_id, "path": "", "label": clip.label, "split": clip.split,
+                "n_steps": len(clip.times), "duration": float(len(clip.times) * step),
+                "audio_missing": clip.audio_missing, "video_missing": clip.video_missing,
+            }
+            records.append(_save_clip(_clip_file(root, clip.clip_id), record, clip.video, clip.audio, clip.times))
+        manifest = {"step": step, "video": {"weights": None, **video}, "audio": {"weights": None, **audio}, "clips": records}
+        write_json_atomic(root / MANIFEST, manifest)
+        return cls(root, manifest)
 
     @property
     def clips(self) -> list[dict]:

@@ -29,9 +29,10 @@ class LateFusionConfig:
     head: str = "mtcn"
     """Kind of both branches: any key of :data:`avar.models.heads.HEADS`."""
     mode: str = "mean"
-    """'mean': ``p = (p_v + p_a) / 2``. 'learned': per-class weights ``w_c = sigmoid(theta_c)``
-    (``theta`` starts at 0, so ``w`` starts at 0.5, i.e. 'mean'), ``p ∝ w p_v + (1 - w) p_a``
-    renormalised over classes (per-class weights alone need not sum to 1)."""
+    """'mean': ``p = (p_v + p_a) / 2``. 'learned': per-class weights
+    ``w_c = sigmoid(weight_gain * theta_c)`` (``theta`` starts at 0, so ``w`` starts at 0.5,
+    i.e. 'mean'), ``p ∝ w p_v + (1 - w) p_a`` renormalised over classes (per-class weights
+    alone need not sum to 1)."""
     branch: dict[str, Any] = field(default_factory=dict)
     """Config fields shared by both branches (e.g. ``{"num_f_maps": 32}`` or
     ``{"hidden": 64}``); ``video_dim`` / ``audio_dim`` / ``num_classes`` / ``modality`` are
@@ -42,6 +43,13 @@ class LateFusionConfig:
     """Width of one audio step's feature (wav2vec2-base hidden size)."""
     num_classes: int = 10
     """Anomaly classes (VAAR has 10, including 'normal')."""
+    weight_gain: float = 10.0
+    """'learned' only: multiplies ``theta`` inside the sigmoid, i.e. the fusion weights'
+    learning rate under Adam, which moves each parameter by about ``lr`` per step whatever
+    its gradient. At gain 1 and lr 1e-3, 150 steps move ``w`` from 0.5 to at most ~0.54, so
+    the fusion stays 'mean' while the branches learn; at 10 the weights find the useful
+    modality before the useless branch has memorised the training set (see
+    ``tests/test_heads.py``)."""
 
     def __post_init__(self) -> None:
         # heads.py imports this module for its table, so the table is read at call time
@@ -52,8 +60,12 @@ class LateFusionConfig:
                 f"LateFusionConfig.head must be one of {sorted(HEADS)}, got {self.head!r}"
             )
         if self.mode not in LATE_MODES:
-            raise ValueError(f"LateFusionConfig.mode must be one of {LATE_MODES}, got {self.mode!r}")
-        reserved = sorted({"kind", "modality", "video_dim", "audio_dim", "num_classes"} & set(self.branch))
+            raise ValueError(
+                f"LateFusionConfig.mode must be one of {LATE_MODES}, got {self.mode!r}"
+            )
+        reserved = sorted(
+            {"kind", "modality", "video_dim", "audio_dim", "num_classes"} & set(self.branch)
+        )
         if reserved:
             raise ValueError(
                 f"LateFusionConfig.branch must not set {reserved}: the branch kind comes from "
@@ -63,6 +75,8 @@ class LateFusionConfig:
         for name in ("video_dim", "audio_dim", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LateFusionConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.weight_gain > 0:
+            raise ValueError(f"LateFusionConfig.weight_gain must be > 0, got {self.weight_gain}")
 
     @property
     def modality(self) -> str:
@@ -100,14 +114,17 @@ class LateFusionConfig:
 
 
 class LateFusionHead(nn.Module):
-    """Video-only and audio-only branch heads whose per-step softmax outputs are averaged.
+    """Video-only and audio-only branch heads whose per-step softmax outputs are averaged
+    ('mean') or weighed per class ('learned').
 
     Outputs are log-probabilities: ``step_logits = log p`` (so ``softmax(step_logits) == p``
     and cross-entropy on them is the NLL of the fused probability), and ``clip_logits`` is
     the log of the mean over real steps of ``p`` — the fused clip probability, not a mean
     of logits as in the other heads, because a mean of log-probabilities would no longer
-    sum to one. ``stage_logits`` lists both branches' stages and then the fused step logits,
-    so :func:`~avar.models.avarnet.loss.avarnet_loss` trains each branch on its own and the
+    sum to one. (``avarnet_loss``'s clip term still averages the fused step logits, i.e. a
+    geometric mean of ``p``: close to ``clip_logits``, not equal.) ``stage_logits`` lists
+    both branches' stages and then the fused step logits, so
+    :func:`~avar.models.avarnet.loss.avarnet_loss` trains each branch on its own and the
     fusion jointly.
     """
 
@@ -128,7 +145,7 @@ class LateFusionHead(nn.Module):
         """``[C]`` weight of the video branch per class (0.5 everywhere in 'mean' mode)."""
         if self.weight_logit is None:
             return torch.full((self.config.num_classes,), 0.5)
-        return torch.sigmoid(self.weight_logit)
+        return torch.sigmoid(self.config.weight_gain * self.weight_logit)
 
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]``
@@ -141,7 +158,7 @@ class LateFusionHead(nn.Module):
         if self.weight_logit is None:
             p = (p_v + p_a) / 2
         else:
-            w = torch.sigmoid(self.weight_logit)
+            w = self.video_weight()
             p = w * p_v + (1 - w) * p_a
             p = p / p.sum(dim=-1, keepdim=True)
         keep = mask.unsqueeze(-1)

@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
-from avar.models.avarnet import AVARNetConfig, AVARNetHead, avarnet_loss, count_parameters
+from avar.models.avarnet import avarnet_loss, count_parameters
+from avar.models.heads import build_head, head_config
 from avar.training.run import Normalization, Run
 from avar.training.sequences import SequenceBatch, make_sequences
 
@@ -30,14 +31,24 @@ from avar.training.sequences import SequenceBatch, make_sequences
 class TrainConfig:
     """Training settings; every field is recorded in the run's ``config.json``."""
 
+    head_type: str = "mtcn"
+    """A key of ``avar.models.heads.HEADS``: the AVAR-Net head or a Table 2 baseline."""
     modality: str = "av"
     """'av' fused, 'a' audio only, 'v' video only."""
+    fusion: str = "early"
+    """'early' concatenates the streams (Eq. 6); 'late' trains one head per stream and
+    fuses their probabilities."""
+    late_mode: str = "mean"
+    """With late fusion: 'mean' averages the probabilities, 'learned' weights them per class."""
     seq_len: int = 10
     """Steps per sequence (the paper's T = 10)."""
     epochs: int = 50
     batch_size: int = 32
     lr: float = 1e-2
     min_lr: float = 1e-5
+    warmup_epochs: int = 3
+    """Epochs of linear learning-rate warm-up from ~0 to ``lr``: the usual guard for
+    attention layers trained with Adam, so the paper's 1e-2 can stay the peak rate."""
     plateau_patience: int = 3
     """Epochs without a better validation loss before the learning rate drops tenfold."""
     early_stop: int = 12
@@ -47,7 +58,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     head: dict = field(default_factory=dict)
-    """Overrides of ``AVARNetConfig`` fields (stages, layers, maps, attention...)."""
+    """Overrides of the head config's fields (stages, layers, maps, attention, hidden...)."""
 
 
 OPTIMIZERS = {
@@ -68,7 +79,7 @@ def _sequences(clips: list[StepFeatures], classes: list[str], norm: Normalizatio
 
 
 @torch.no_grad()
-def _evaluate(head: AVARNetHead, data: SequenceBatch, batch_size: int) -> tuple[float, float]:
+def _evaluate(head: torch.nn.Module, data: SequenceBatch, batch_size: int) -> tuple[float, float]:
     head.eval()
     losses, correct = [], 0
     for i in range(0, len(data), batch_size):
@@ -80,7 +91,7 @@ def _evaluate(head: AVARNetHead, data: SequenceBatch, batch_size: int) -> tuple[
 
 
 def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | None = None, *, progress: bool = True) -> Run:
-    """Train an AVAR-Net head on the cache's ``train`` split, select on ``val``, save the run."""
+    """Train a sequence head on the cache's ``train`` split, select on ``val``, save the run."""
     config = config or TrainConfig()
     seed_everything(config.seed)
     classes = features.classes
@@ -91,14 +102,17 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     if not val:
         warnings.warn(f"{features.root}: no val clips; selecting the checkpoint on training loss", stacklevel=2)
     norm = Normalization.fit([c.video for c in train], [c.audio for c in train])
-    head_config = AVARNetConfig(
+    config_of_head = head_config(
+        config.head_type,
         video_dim=train[0].video.shape[1],
         audio_dim=train[0].audio.shape[1],
         num_classes=len(classes),
         modality=config.modality,
+        fusion=config.fusion,
+        late_mode=config.late_mode,
         **config.head,
     )
-    head = AVARNetHead(head_config)
+    head = build_head(config_of_head)
     train_seq = _sequences(train, classes, norm, config.seq_len, stride=config.seq_len)
     val_seq = _sequences(val, classes, norm, config.seq_len, stride=config.seq_len) if val else train_seq
 
@@ -111,12 +125,18 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     generator = torch.Generator().manual_seed(config.seed)
     best_key, best_state, best_epoch, history = None, None, -1, []
     started = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=f"train {config.modality}", unit="epoch", disable=not progress)
+    bar = tqdm(range(config.epochs), desc=f"train {config.head_type} {config.modality} {config.fusion}", unit="epoch", disable=not progress)
+    batches_per_epoch = -(-len(train_seq) // config.batch_size)
+    warmup_steps, step = config.warmup_epochs * batches_per_epoch, 0
     for epoch in bar:
         head.train()
         order = torch.randperm(len(train_seq), generator=generator).numpy()
         total = 0.0
         for i in range(0, len(order), config.batch_size):
+            step += 1
+            if step <= warmup_steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * step / warmup_steps
             part = train_seq.subset(order[i : i + config.batch_size])
             loss = avarnet_loss(head(part.video, part.audio, part.mask), part.labels, part.mask)
             optimizer.zero_grad()
@@ -125,7 +145,8 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             optimizer.step()
             total += loss.item() * len(part)
         val_loss, val_acc = _evaluate(head, val_seq, config.batch_size)
-        scheduler.step(val_loss)
+        if step >= warmup_steps:
+            scheduler.step(val_loss)
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch + 1, "train_loss": total / len(order), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr})
         bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", lr=f"{lr:.0e}")
@@ -139,7 +160,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     steps = features.manifest["step"]
     run = Run(
         head=head,
-        config=head_config,
+        config=config_of_head,
         classes=classes,
         norm=norm,
         seq_len=config.seq_len,

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avar.features.cache import write_json_atomic
-from avar.models.avarnet import AVARNetConfig, AVARNetHead
+from avar.models.heads import HeadConfig, build_head, config_from_dict, head_type
 from avar.training.sequences import make_sequences
 
 MODEL_FILE = "model.safetensors"
@@ -51,10 +51,10 @@ class Normalization:
 
 @dataclass
 class Run:
-    """A trained AVAR-Net head with everything needed to apply it to new features."""
+    """A trained sequence head with everything needed to apply it to new features."""
 
-    head: AVARNetHead
-    config: AVARNetConfig
+    head: torch.nn.Module
+    config: HeadConfig
     classes: list[str]
     norm: Normalization
     seq_len: int
@@ -77,6 +77,7 @@ class Run:
         save_file(tensors, str(root / MODEL_FILE))
         write_json_atomic(root / CONFIG_FILE, {
             "method": "avarnet",
+            "head_type": head_type(self.config),
             "head": self.config.to_dict(),
             "seq_len": self.seq_len,
             "step": self.step,
@@ -95,8 +96,8 @@ class Run:
         meta = json.loads((root / CONFIG_FILE).read_text())
         tensors = load_file(str(root / MODEL_FILE))
         norm = Normalization(*(tensors.pop(f"norm.{n}").numpy() for n in ("video_mean", "video_std", "audio_mean", "audio_std")))
-        config = AVARNetConfig.from_dict(meta.pop("head"))
-        head = AVARNetHead(config)
+        config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
+        head = build_head(config)
         head.load_state_dict(tensors)
         head.eval()
         return cls(

@@ -151,9 +151,13 @@ class MultiStageTCN(nn.Module):
 
 class TemporalAttention(nn.Module):
     """Sec. 3.5's attention module: a 1D conv (local context) then multi-head self-attention
-    (global context), with a residual and LayerNorm as in Eq. 4.
+    (global context) with a residual.
 
-    The conv projects ``in_dim`` to ``dim`` channels (the paper does not give the width;
+    The LayerNorm sits before the attention (pre-norm, ``h + MHA(LN(h))``) rather than
+    after the residual as in Eq. 4, and the conv is linear: with Adam at the paper's
+    learning rate 1e-2, the post-norm form with a ReLU diverged repeatedly (fused test
+    accuracy 0.58-0.65 after 20 epochs on the synthetic benchmark) while this form reached
+    0.97 (docs/fidelity.md). The conv projects ``in_dim`` to ``dim`` channels (the paper does not give the width;
     ``None`` keeps ``in_dim``), rounded up to a multiple of ``num_heads`` because
     ``nn.MultiheadAttention`` needs one. The residual is taken around the attention, from
     the conv's output.
@@ -170,16 +174,17 @@ class TemporalAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """``x [B, T, in_dim]``, ``mask [B, T]`` bool -> ``[B, T, out_dim]``, zero where padded."""
         keep = mask.unsqueeze(-1)
-        h = F.relu(self.conv(torch.where(keep, x, 0.0).transpose(1, 2))).transpose(1, 2)
+        h = self.conv(torch.where(keep, x, 0.0).transpose(1, 2)).transpose(1, 2)
         h = torch.where(keep, h, 0.0)
+        normed = self.norm(h)
         # A row with no real step would mask every key and turn the softmax into NaN;
         # let such rows attend freely, their outputs are zeroed below anyway.
         key_padding_mask = ~mask & mask.any(dim=1, keepdim=True)
         attended, _ = self.attention(
-            h, h, h, key_padding_mask=key_padding_mask, need_weights=False
+            normed, normed, normed, key_padding_mask=key_padding_mask, need_weights=False
         )
         # where, not multiply: padded query rows may come back as NaN from the fused kernel
-        return torch.where(keep, self.norm(h + attended), 0.0)
+        return torch.where(keep, h + attended, 0.0)
 
 
 @dataclass
