@@ -7,13 +7,14 @@ same interface as :class:`~avar.models.avarnet.torch_model.AVARNetHead`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from avar.models.avarnet.torch_model import HeadOutput, masked_mean
+from avar.models.config_base import JsonConfig
 
 LATE_MODES = ("mean", "learned")
 
@@ -22,7 +23,7 @@ _MIN_PROB = 1e-8
 
 
 @dataclass
-class LateFusionConfig:
+class LateFusionConfig(JsonConfig):
     """Configuration of :class:`LateFusionHead`: a video branch and an audio branch of the same
     kind, fused at the decision level. ``modality`` is always 'av'."""
 
@@ -95,22 +96,6 @@ class LateFusionConfig:
             modality=modality,
             **self.branch,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LateFusionConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown LateFusionConfig key(s) {unknown}; valid keys are {sorted(known)} "
-                "(was the checkpoint written by a different avar version or model?)"
-            )
-        return cls(**{**data, "branch": dict(data.get("branch", {}))})
 
 
 class LateFusionHead(nn.Module):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from avar.models.config_base import StreamConfig
 
 MODALITIES = ("av", "a", "v")
 
 
 @dataclass
-class AVARNetConfig:
+class AVARNetConfig(StreamConfig):
     """Configuration of :class:`~avar.models.avarnet.torch_model.AVARNetHead`.
 
     Defaults follow the AVAR-Net paper on VAAR (10 classes, MobileViT-small video features,
@@ -61,26 +62,3 @@ class AVARNetConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"AVARNetConfig.dropout must be in [0, 1), got {self.dropout}")
 
-    def input_dim(self) -> int:
-        """Width of the fused per-step feature that enters the head for ``modality``."""
-        return {
-            "av": self.video_dim + self.audio_dim,
-            "a": self.audio_dim,
-            "v": self.video_dim,
-        }[self.modality]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AVARNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown AVARNetConfig key(s) {unknown}; valid keys are {sorted(known)} "
-                "(was the checkpoint written by a different avar version or model?)"
-            )
-        return cls(**data)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from avar.models.avarnet.config import MODALITIES
+from avar.models.config_base import StreamConfig
 
 KINDS = ("gru", "bigru", "lstm", "bilstm", "transformer")
 """Baselines of the paper's Table 2 besides its own MTCN."""
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(StreamConfig):
     """Configuration of :class:`~avar.models.baselines.torch_model.RecurrentHead` (GRU / LSTM,
     one or two directions) and :class:`~avar.models.baselines.torch_model.TransformerHead`.
 
@@ -71,26 +71,3 @@ class BaselineConfig:
                 f"({self.nhead}) for the transformer; change one of them"
             )
 
-    def input_dim(self) -> int:
-        """Width of the fused per-step feature that enters the head for ``modality``."""
-        return {
-            "av": self.video_dim + self.audio_dim,
-            "a": self.audio_dim,
-            "v": self.video_dim,
-        }[self.modality]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown BaselineConfig key(s) {unknown}; valid keys are {sorted(known)} "
-                "(was the checkpoint written by a different avar version or model?)"
-            )
-        return cls(**data)
