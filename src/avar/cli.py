@@ -126,6 +126,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_events(args) -> int:
+    """``avar events DB``: list stored events as a table, or JSON lines with ``--json``."""
+    from avar.realtime.store import EventStore
+
+    with EventStore(args.db, create=False) as store:
+        rows = store.query(label=args.label, source=args.source, since=args.since, until=args.until,
+                           min_score=args.min_score, limit=args.limit)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, allow_nan=False))
+        return 0
+    if not rows:
+        print(f"no events in {args.db} match")
+        return 0
+    print(f"{'id':>5} {'start':>9} {'end':>9} {'label':16} {'peak':>5} {'at':>9}  source")
+    for r in rows:
+        print(f"{r['id']:>5} {r['start']:>9.2f} {r['end']:>9.2f} {r['label']:16} {r['peak_score']:>5.2f} "
+              f"{r['peak_time']:>9.2f}  {r['source']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from avar.demo import results_table, run_demo
 
@@ -215,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="RUN_DIR or ABLATION_DIR")
     p.add_argument("--out", help="HTML file to write (default TARGET/report.html)")
     p.add_argument("--split", default="test")
+
+    p = command("events", cmd_events, "list anomaly events kept in an event store")
+    p.add_argument("db", help="the event store (SQLite file)")
+    p.add_argument("--label", help="only this anomaly class")
+    p.add_argument("--source", help="only this source URI")
+    p.add_argument("--since", type=float, help="only events starting at or after SECONDS")
+    p.add_argument("--until", type=float, help="only events starting before SECONDS")
+    p.add_argument("--min-score", type=float, help="only events whose peak score is at least X")
+    p.add_argument("--limit", type=int, help="at most N events")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
 
     p = command("demo", cmd_demo, "the main job: synth -> extract -> train a/v/av -> evaluate -> predict")
     p.add_argument("--out", default="avar-demo")
