@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from avar.ablate import HEAD_ORDER, METRICS, MODALITY_LABELS, MODALITY_ORDER, summarise
 from avar.evaluate import check_compatible, evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
-from avar.report.plots import _figure, _save, plot_confusion, plot_score_curve
+from avar.report.plots import new_figure, plot_confusion, plot_score_curve, save_figure
 from avar.training.run import Run
 
 REPORT_FILE = "report.html"
@@ -283,7 +283,7 @@ def known_interval(media_path: Path) -> tuple[float, float] | None:
 def _grouped_bars(groups: list[str], series: dict[str, list[float]], path: Path, title: str, ylabel: str,
                   errors: dict[str, list[float]] | None = None) -> Path:
     """Bars of every series side by side within each group, with optional error bars."""
-    fig = _figure(max(5.0, 0.5 * len(groups) * len(series) + 2.5), 3.8)
+    fig = new_figure(max(5.0, 0.5 * len(groups) * len(series) + 2.5), 3.8)
     ax = fig.add_subplot()
     width = 0.8 / len(series)
     x = np.arange(len(groups))
@@ -297,7 +297,7 @@ def _grouped_bars(groups: list[str], series: dict[str, list[float]], path: Path,
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right", framealpha=0.8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fused_clip_features(run: Run, clips: list[StepFeatures]) -> np.ndarray:
@@ -317,7 +317,7 @@ def _tsne_map(run: Run, clips: list[StepFeatures], path: Path) -> Path:
     with threadpool_limits(limits=1, user_api="openmp"):
         points = tsne.fit_transform(features)
     labels = np.array([c.label for c in clips])
-    fig = _figure(6.5, 5.0)
+    fig = new_figure(6.5, 5.0)
     ax = fig.add_subplot()
     for k, name in enumerate(c for c in run.classes if c in set(labels)):
         mine = labels == name
@@ -328,4 +328,4 @@ def _tsne_map(run: Run, clips: list[StepFeatures], path: Path) -> Path:
     ax.set_title("t-SNE of fused clip features")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), framealpha=0.8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

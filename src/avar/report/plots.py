@@ -35,7 +35,7 @@ def plot_confusion(
     fractions = np.divide(counts, row_totals, out=np.zeros(counts.shape), where=row_totals > 0)
 
     side = max(4.0, 0.6 * n + 2.5)
-    fig = _figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
@@ -50,7 +50,7 @@ def plot_confusion(
     ax.set_ylabel("true")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_score_curve(
@@ -85,7 +85,7 @@ def plot_score_curve(
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
 
-    fig = _figure(9.0, 3.5)
+    fig = new_figure(9.0, 3.5)
     ax = fig.add_subplot()
     if interval is not None:
         start, end = interval
@@ -104,7 +104,7 @@ def plot_score_curve(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: str) -> Path:
@@ -114,7 +114,7 @@ def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: st
     names = list(values)
     heights = [float(values[name]) for name in names]
 
-    fig = _figure(max(4.0, 1.1 * len(names) + 2.0), 3.5)
+    fig = new_figure(max(4.0, 1.1 * len(names) + 2.0), 3.5)
     ax = fig.add_subplot()
     bars = ax.bar(names, heights, color="tab:blue")
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
@@ -123,16 +123,18 @@ def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: st
     ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
+    """A figure on an Agg canvas of its own: never a window, never pyplot's global state."""
     fig = Figure(figsize=(width_in, height_in), dpi=_DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` (parents created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", bbox_inches="tight")
