@@ -86,3 +86,17 @@ def test_evaluate_refuses_features_from_other_extractors(bench, fused_run, tmp_p
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert main(["evaluate", str(fused_run), str(tmp_path)]) == 2
     assert "--video efficientnet-lite0" in capsys.readouterr().err
+
+
+def test_watch_streams_records_and_stores_events(bench, fused_run, tmp_path, capsys):
+    meta = json.loads((bench / "data" / "metadata.json").read_text())
+    clip = next(c for c in meta["clips"] if c["class"] == "explosion")
+    db = tmp_path / "events.db"
+    code = main(["watch", str(fused_run), str(bench / "data" / clip["path"]), "--causal", "--db", str(db),
+                 "--threshold", "0.0", "--release", "0.0", "--json"])
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["time"] for r in records] == [0.0, 1.0, 2.0, 3.0]
+    assert main(["events", str(db), "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(events) == 1 and events[0]["start"] == 0.0 and events[0]["end"] == 4.0

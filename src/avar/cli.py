@@ -147,6 +147,34 @@ def cmd_events(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from avar.realtime.events import EventConfig
+    from avar.realtime.store import EventStore
+    from avar.realtime.watch import Watcher
+
+    thresholds = dict(item.split("=", 1) for item in args.class_threshold)
+    config = EventConfig(threshold=args.threshold, release=args.release, min_duration=args.min_duration,
+                         class_thresholds={k: float(v) for k, v in thresholds.items()})
+    store = EventStore(args.db) if args.db else None
+    try:
+        watcher = Watcher(args.run_dir, causal=args.causal, events=config, store=store,
+                          jsonl=args.jsonl, thumbnails=args.thumbnails)
+        for record in watcher.watch(args.source, realtime=args.realtime):
+            if args.json:
+                print(json.dumps(record.__dict__), flush=True)
+            elif not args.quiet:
+                print(f"{record.time:9.1f}-{record.end:<9.1f} {record.predicted:16} anomaly {record.anomaly_score:.2f}", flush=True)
+    finally:
+        if store is not None:
+            store.close()
+    if not args.json:
+        for e in watcher.events:
+            print(f"event {e.label} {e.start:.1f}-{e.end:.1f} s peak {e.peak_score:.2f} ({e.source})")
+    for failure in watcher.failures:
+        print(f"failed: {failure['source']}: {failure['reason']}", file=sys.stderr)
+    return 1 if watcher.failures else 0
+
+
 def cmd_demo(args) -> int:
     from avar.demo import results_table, run_demo
 
@@ -236,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="RUN_DIR or ABLATION_DIR")
     p.add_argument("--out", help="HTML file to write (default TARGET/report.html)")
     p.add_argument("--split", default="test")
+
+    p = command("watch", cmd_watch, "stream a file, folder, URL or device through a run: a record per step, events")
+    p.add_argument("run_dir")
+    p.add_argument("source", help="media file, folder of files, rtsp://... / http://... URL, or device")
+    p.add_argument("--causal", action="store_true", help="use only past steps (record as soon as a step ends)")
+    p.add_argument("--realtime", action="store_true", help="pace files at their own speed")
+    p.add_argument("--db", help="SQLite event store to write events and sources to")
+    p.add_argument("--jsonl", help="append events to this JSON-lines file")
+    p.add_argument("--thumbnails", help="directory for event thumbnails (JPEG)")
+    p.add_argument("--threshold", type=float, default=0.5, help="anomaly score that opens an event")
+    p.add_argument("--release", type=float, default=0.4, help="score below which an event closes")
+    p.add_argument("--min-duration", type=float, default=1.0, help="seconds; shorter events are dropped")
+    p.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=P",
+                   help="per-class opening threshold on that class's probability (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON step record per line")
 
     p = command("events", cmd_events, "list anomaly events kept in an event store")
     p.add_argument("db", help="the event store (SQLite file)")

@@ -87,7 +87,7 @@ def run_demo(
 
 def _pick_clip(features: FeatureSet, metadata: dict, data_dir: Path) -> dict:
     """A test clip of a joint audio-visual class, so the curve shows what fusion adds."""
-    joint = set(metadata.get("joint_classes", []))
+    joint = set(metadata.get("groups", {}).get("joint", []))
     by_path = {str(data_dir / c["path"]): c for c in metadata["clips"]}
     tests = [c for c in features.clips if c["split"] == "test"]
     chosen = next((c for c in tests if c["label"] in joint), tests[0])

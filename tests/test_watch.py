@@ -1,0 +1,216 @@
+"""Watching media step by step: streaming decode, causal and centred records, events, reconnection."""
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from avar.datasets.folders import discover
+from avar.features import build_extractor
+from avar.features.cache import FeatureSet, extract_dataset
+from avar.media.decode import decode_steps
+from avar.media.synth import write_av_file
+from avar.predict import Predictor
+from avar.realtime.events import EventConfig
+from avar.realtime.store import EventStore
+from avar.realtime.watch import Watcher, iter_steps
+from avar.training.loop import TrainConfig, train_head
+
+FPS, RATE = 10, 22_050
+
+
+def _clip(path, seconds=6, tone=(2, 4), brightness=40, seed=0, audio_start=0.0):
+    rng = np.random.default_rng(seed)
+    frames = np.clip(rng.normal(brightness, 20, (seconds * FPS, 32, 48, 3)), 0, 255).astype(np.uint8)
+    t = np.arange(int(seconds * RATE)) / RATE
+    audio = 0.01 * rng.standard_normal(len(t))
+    if tone is not None:
+        on = (t >= tone[0]) & (t < tone[1])
+        audio[on] += 0.8 * np.sin(2 * np.pi * 1000 * t[on])
+        frames[tone[0] * FPS : tone[1] * FPS] = np.clip(frames[tone[0] * FPS : tone[1] * FPS] + 120, 0, 255)
+    return write_av_file(path, frames, FPS, audio.astype(np.float32), RATE, audio_start_s=audio_start)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("watch")
+    for i in range(2):
+        _clip(root / "data" / "normal" / f"n{i}.mp4", seconds=4, tone=None, seed=i)
+        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=(0, 4), seed=10 + i)
+    entries = discover(root / "data", test_fraction=0, val_fraction=0)
+    extract_dataset(entries, root / "feat", build_extractor("efficientnet-lite0"), build_extractor("logmel"), progress=False)
+    head = {"num_stages": 1, "num_layers": 3, "num_f_maps": 8, "attention": False}
+    train_head(FeatureSet.open(root / "feat"), root / "run", TrainConfig(epochs=5, head=head), progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return _clip(tmp_path_factory.mktemp("media") / "scene.mp4")
+
+
+def _truncate(src, dst, cut):
+    """Stream-copy the packets decoded before ``cut`` seconds (no re-encoding)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux():
+            if packet.dts is None or packet.size == 0 or packet.stream.index not in streams:
+                continue
+            if float(packet.dts * packet.time_base) >= cut:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("audio_start", [0.0, 0.37])
+def test_iter_steps_equals_decode_steps(tmp_path, audio_start):
+    path = _clip(tmp_path / "a.mp4", seconds=5, audio_start=audio_start)
+    whole = decode_steps(path, 1.0, (40, 30))
+    steps = list(iter_steps(path, 1.0, (40, 30)))
+    assert len(steps) == whole.n_steps == 5
+    assert [s.time for s in steps] == whole.times.tolist()
+    assert np.array_equal(np.stack([s.frame for s in steps]), whole.frames)
+    assert np.array_equal(np.stack([s.audio for s in steps]), whole.audio)
+    assert not any(s.audio_missing for s in steps)
+
+
+def test_iter_steps_hands_steps_over_before_the_stream_ends(media):
+    seen = []
+
+    class Spy:
+        def __init__(self, path):
+            self.c = av.open(path)
+            self.streams = self.c.streams
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.c.close()
+
+        def demux(self, *streams):
+            for packet in self.c.demux(*streams):
+                seen.append(packet.pts is not None and float(packet.pts * packet.time_base))
+                yield packet
+
+    firsts = []
+    for s in iter_steps(media, 1.0, None, opener=Spy):
+        firsts.append(max(t for t in seen if t is not False))
+    # Step 0 came out long before the last packet (at ~6 s) was read.
+    assert firsts[0] < 2.5 and firsts == sorted(firsts)
+
+
+def test_causal_records_are_ordered_and_ignore_later_media(run_dir, media, tmp_path):
+    watcher = Watcher(run_dir, causal=True)
+    full = list(watcher.watch(media))
+    assert [r.time for r in full] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert all(r.end == r.time + 1 for r in full)
+    short = list(watcher.watch(_truncate(media, tmp_path / "short.mp4", 4.5)))
+    assert 4 <= len(short) < len(full)
+    for a, b in zip(full[:4], short[:4]):
+        assert a.probabilities == b.probabilities, a.time
+    # The centred records of those steps do see the later media.
+    centred = list(Watcher(run_dir).watch(media))
+    assert any(c.probabilities != f.probabilities for c, f in zip(centred, full))
+
+
+def test_centred_records_equal_predict_when_the_window_covers_the_file(run_dir, media):
+    watcher = Watcher(run_dir)
+    assert watcher.run.seq_len >= 6
+    records = list(watcher.watch(media))
+    expected = Predictor(run_dir).predict(media).steps
+    assert [(r.time, r.end) for r in records] == [(e.time, e.end) for e in expected]
+    for r, e in zip(records, expected):
+        assert r.predicted == e.predicted
+        for c in e.probabilities:
+            assert abs(r.probabilities[c] - e.probabilities[c]) < 1e-4
+        assert abs(r.anomaly_score - e.anomaly_score) < 1e-4
+
+
+def test_events_land_in_store_jsonl_and_thumbnails(run_dir, media, tmp_path):
+    # Thresholds at zero: every step is anomalous, so the whole file is one event.
+    config = EventConfig(threshold=0.0, release=0.0, min_duration=0.0)
+    with EventStore(tmp_path / "events.db") as store:
+        watcher = Watcher(run_dir, events=config, store=store, jsonl=tmp_path / "events.jsonl",
+                          thumbnails=tmp_path / "thumbs")
+        records = list(watcher.watch(media))
+        rows = store.query()
+        sources = store.sources()
+    assert len(rows) == 1 and rows[0]["source"] == str(media)
+    assert (rows[0]["start"], rows[0]["end"]) == (0.0, 6.0)
+    assert rows[0]["peak_score"] == max(r.anomaly_score for r in records)
+    assert [s["kind"] for s in sources] == ["file"]
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["start"], e["end"], e["label"]) for e in lines] == [(0.0, 6.0, rows[0]["label"])]
+    thumb = rows[0]["thumbnail"]
+    assert thumb == lines[0]["thumbnail"] and open(thumb, "rb").read(2) == b"\xff\xd8"
+
+
+def test_a_bad_file_in_a_folder_does_not_stop_the_others(run_dir, tmp_path):
+    folder = tmp_path / "cams"
+    _clip(folder / "a.mp4", seconds=3)
+    (folder / "b.mp4").write_bytes(b"not a video" * 50)
+    _clip(folder / "c.mp4", seconds=2, seed=3)
+    (folder / "notes.txt").write_text("ignored")
+    with EventStore(tmp_path / "events.db") as store:
+        watcher = Watcher(run_dir, causal=True, store=store)
+        with pytest.warns(UserWarning, match="b.mp4"):
+            records = list(watcher.watch(folder))
+        kinds = {s["uri"].rsplit("/", 1)[-1]: s["kind"] for s in store.sources()}
+    assert [r.time for r in records] == [0.0, 1.0, 2.0, 0.0, 1.0]
+    assert [f["source"] for f in watcher.failures] == [str(folder / "b.mp4")]
+    assert kinds["b.mp4"] == "error"
+
+
+def test_a_dropped_stream_is_reopened_and_the_gap_recorded(run_dir, media, tmp_path):
+    opened = []
+
+    class Flaky:
+        """The first connection drops after two seconds of packets; later ones play through."""
+
+        def __init__(self, url):
+            opened.append(url)
+            self.c = av.open(url)
+            self.streams = self.c.streams
+            self.drop = len(opened) == 1
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.c.close()
+
+        def demux(self, *streams):
+            for packet in self.c.demux(*streams):
+                if self.drop and packet.pts is not None and packet.pts * packet.time_base > 2.6:
+                    raise av.error.FFmpegError(5, "Input/output error")
+                yield packet
+
+    with EventStore(tmp_path / "events.db") as store:
+        watcher = Watcher(run_dir, causal=True, store=store, opener=Flaky, max_retries=2)
+        with pytest.warns(UserWarning, match="reconnecting in 0.5s"):
+            records = list(watcher.watch(str(media), reconnect=True))
+        gaps = store.gaps(str(media))
+        sources = store.sources()
+    assert len(opened) == 2
+    times = [r.time for r in records]
+    assert times == sorted(times) and len(times) >= 6 + 2
+    assert len(gaps) == 1 and sources[0]["gaps"] == 1
+    start, end = gaps[0]
+    first_run = [r for r in records if r.end <= start]
+    assert first_run and first_run[-1].end == start
+    assert end - start >= 0.5  # at least the back-off
+    assert min(r.time for r in records if r.time >= start + 1e-9) == pytest.approx(end)
+
+
+def test_a_stream_that_keeps_failing_gives_up(run_dir, media):
+    def broken(url):
+        raise av.error.FFmpegError(111, "Connection refused")
+
+    watcher = Watcher(run_dir, opener=broken, max_retries=1)
+    with pytest.warns(UserWarning):
+        with pytest.raises(Exception, match="Connection refused"):
+            list(watcher.watch("rtsp://camera.invalid/stream"))
+    assert watcher.failures and watcher.failures[0]["source"] == "rtsp://camera.invalid/stream"
