@@ -58,7 +58,8 @@ class ClipSteps:
         return len(self.times)
 
 
-def _stream_start(stream) -> float | None:
+def stream_start(stream) -> float | None:
+    """A stream's start time in seconds, or None when the container does not say."""
     if stream.start_time is None or stream.time_base is None:
         return None
     return float(stream.start_time * stream.time_base)
@@ -69,10 +70,12 @@ def n_steps_for(duration: float, step: float) -> int:
     return max(1, int(math.floor(duration / step + 0.5)))
 
 
-class _CentreFrames:
+class CentreFrames:
     """Streams decoded frames and keeps, for each step centre, the frame on screen then.
 
     Only kept frames are converted to RGB, because conversion costs more than decoding.
+    ``kept[i]`` is step ``i``'s frame; a streaming reader (``avar.realtime.watch``) may take
+    a frame out and leave ``None`` so memory stays bounded on long streams.
     """
 
     def __init__(self, origin: float, step: float, size: tuple[int, int] | None):
@@ -82,7 +85,7 @@ class _CentreFrames:
         self.first_time: float | None = None
         self.last_time: float | None = None
 
-    def _rgb(self, frame) -> np.ndarray:
+    def rgb(self, frame) -> np.ndarray:
         if self.size is None:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
@@ -100,12 +103,12 @@ class _CentreFrames:
         # Centres before this frame show the previous frame (or this one, if none came yet).
         while self._centre(len(self.kept)) < t:
             shown = self.prev if self.prev is not None else frame
-            self.kept.append(self._rgb(shown))
+            self.kept.append(self.rgb(shown))
         self.prev = frame
 
     def finish(self, n_steps: int) -> np.ndarray:
         while len(self.kept) < n_steps and self.prev is not None:
-            self.kept.append(self._rgb(self.prev))
+            self.kept.append(self.rgb(self.prev))
         return np.stack(self.kept[:n_steps])
 
 
@@ -137,10 +140,10 @@ def _decode(container, path: Path, step: float, frame_size) -> ClipSteps:
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise MediaError(path, "no video or audio stream")
-    starts = [s for s in (_stream_start(video) if video else None, _stream_start(audio) if audio else None) if s is not None]
+    starts = [s for s in (stream_start(video) if video else None, stream_start(audio) if audio else None) if s is not None]
     origin = min(starts) if starts else 0.0
 
-    frames = _CentreFrames(origin, step, frame_size) if video is not None else None
+    frames = CentreFrames(origin, step, frame_size) if video is not None else None
     if video is not None:
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None

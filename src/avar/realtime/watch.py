@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from avar.features import build_extractor
-from avar.media.decode import AUDIO_RATE, MEDIA_EXTENSIONS, MediaError, _CentreFrames, _stream_start, n_steps_for
+from avar.media.decode import AUDIO_RATE, MEDIA_EXTENSIONS, MediaError, CentreFrames, stream_start, n_steps_for
 from avar.predict import StepRecord
 from avar.realtime.events import Event, EventConfig, EventDetector, save_thumbnail
 from avar.realtime.store import EventStore, write_jsonl
@@ -94,11 +94,11 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise MediaError(source, "no video or audio stream")
-    starts = [s for s in (_stream_start(video) if video else None, _stream_start(audio) if audio else None) if s is not None]
+    starts = [s for s in (stream_start(video) if video else None, stream_start(audio) if audio else None) if s is not None]
     origin = min(starts) if starts else 0.0
     per_step = int(round(step * AUDIO_RATE))
 
-    frames = _CentreFrames(origin, step, frame_size) if video is not None else None
+    frames = CentreFrames(origin, step, frame_size) if video is not None else None
     if video is not None:
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None
@@ -177,7 +177,7 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
         warnings.warn(f"{source}: no audio; using zero audio (audio_missing)", stacklevel=2)
     if frames is not None:
         while len(frames.kept) < n:
-            frames.kept.append(frames._rgb(frames.prev))
+            frames.kept.append(frames.rgb(frames.prev))
     for i in range(done, n):
         yield take(i, min((i + 1) * step, duration), frame_of(i), audio_missing)
 
