@@ -9,12 +9,12 @@ import pytest
 from avar.datasets.folders import discover
 from avar.features import build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
-from avar.media.decode import decode_steps
+from avar.media.decode import iter_steps
 from avar.media.synth import write_av_file
 from avar.predict import Predictor
 from avar.realtime.events import EventConfig
 from avar.realtime.store import EventStore
-from avar.realtime.watch import Watcher, iter_steps
+from avar.realtime.watch import Watcher
 from avar.training.loop import TrainConfig, train_head
 
 FPS, RATE = 10, 22_050
@@ -62,18 +62,6 @@ def _truncate(src, dst, cut):
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
     return dst
-
-
-@pytest.mark.parametrize("audio_start", [0.0, 0.37])
-def test_iter_steps_equals_decode_steps(tmp_path, audio_start):
-    path = _clip(tmp_path / "a.mp4", seconds=5, audio_start=audio_start)
-    whole = decode_steps(path, 1.0, (40, 30))
-    steps = list(iter_steps(path, 1.0, (40, 30)))
-    assert len(steps) == whole.n_steps == 5
-    assert [s.time for s in steps] == whole.times.tolist()
-    assert np.array_equal(np.stack([s.frame for s in steps]), whole.frames)
-    assert np.array_equal(np.stack([s.audio for s in steps]), whole.audio)
-    assert not any(s.audio_missing for s in steps)
 
 
 def test_iter_steps_hands_steps_over_before_the_stream_ends(media):

@@ -5,6 +5,10 @@ zero is the earliest stream start. Its picture is the video frame on screen at t
 centre (the last frame whose timestamp is at or before it) and its sound is every audio sample
 inside the step, resampled to 16 kHz mono. Selecting by timestamps rather than frame or sample
 counts keeps variable frame rates, late-starting streams and any audio rate in sync.
+
+``iter_steps`` streams the steps as soon as each is complete (files, URLs, devices: what
+``avar watch`` reads); ``decode_steps`` collects them for a whole file (what ``avar extract``
+and ``avar predict`` read), so the two can never disagree.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -106,50 +111,109 @@ class CentreFrames:
             self.kept.append(self.rgb(shown))
         self.prev = frame
 
-    def finish(self, n_steps: int) -> np.ndarray:
-        while len(self.kept) < n_steps and self.prev is not None:
-            self.kept.append(self.rgb(self.prev))
-        return np.stack(self.kept[:n_steps])
 
 
-def decode_steps(
-    path: Path | str, step: float = 1.0, frame_size: tuple[int, int] | None = None
-) -> ClipSteps:
-    """Decode ``path`` into ``ClipSteps``; ``frame_size`` (width, height) resizes kept frames.
+Opener = Callable[[str], "av.container.InputContainer"]
 
-    Raises ``MediaError`` naming the file when it cannot be opened or decoded.
+
+@dataclass
+class StepMedia:
+    """One time step's media as soon as it is complete.
+
+    ``time``/``end`` in seconds from the source's start (``end`` is ``time + step``, except for
+    the steps handed over after the stream ended, which stop at its duration); ``frame`` is
+    ``uint8 [H, W, 3]`` RGB, the frame on screen at the step's centre; ``audio`` is
+    ``float32 [S]`` mono at 16 kHz, ``S = round(step * 16000)``, zeros where the source had none.
     """
-    path = Path(path)
+
+    time: float
+    end: float
+    frame: np.ndarray
+    audio: np.ndarray
+    audio_missing: bool = False
+    video_missing: bool = False
+
+
+def iter_steps(
+    source: str | Path,
+    step: float = 1.0,
+    frame_size: tuple[int, int] | None = None,
+    *,
+    opener: Opener = av.open,
+) -> Iterator[StepMedia]:
+    """Stream ``source`` (a file, URL or device FFmpeg can open) as ``StepMedia``, one per step.
+
+    A step is handed over once the first frame after its centre has arrived and the audio has
+    reached its end, or the stream has ended. ``frame_size`` (width, height) resizes frames.
+    Raises ``MediaError`` naming the source when it cannot be opened or decoding fails.
+    """
     if step <= 0:
         raise ValueError(f"step must be positive seconds, got {step}")
-    if not path.is_file():
-        raise MediaError(path, "no such file")
     try:
-        container = av.open(str(path))
+        container = opener(str(source))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(path, f"cannot open as media ({exc}); is it a video file FFmpeg can read?")
+        raise MediaError(source, f"cannot open as media ({exc}); is it a video file, URL or device FFmpeg can read?")
     with container:
         try:
-            return _decode(container, path, step, frame_size)
+            yield from _stream(container, str(source), step, frame_size)
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
-            raise MediaError(path, f"decoding failed ({exc}); the file may be truncated or corrupt")
+            raise MediaError(source, f"decoding failed ({exc}); the file may be truncated or the stream dropped")
 
 
-def _decode(container, path: Path, step: float, frame_size) -> ClipSteps:
+def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMedia]:
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
-        raise MediaError(path, "no video or audio stream")
+        raise MediaError(source, "no video or audio stream")
     starts = [s for s in (stream_start(video) if video else None, stream_start(audio) if audio else None) if s is not None]
     origin = min(starts) if starts else 0.0
+    per_step = int(round(step * AUDIO_RATE))
 
     frames = CentreFrames(origin, step, frame_size) if video is not None else None
     if video is not None:
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None
-    chunks: list[np.ndarray] = []
+    # The track from ``base`` (a sample index on the source's timeline, 0 = origin) onwards;
+    # samples of steps already handed over are dropped, so memory stays bounded on live streams.
+    track = np.zeros(0, np.float32)
+    base = 0
     audio_start: float | None = None
-    audio_end = origin
+    written = 0  # samples of the resampled wave so far
+    black = None if video is not None else np.zeros(((frame_size or (64, 64))[1], (frame_size or (64, 64))[0], 3), np.uint8)
+    done = 0  # steps handed over
+
+    def add_audio(chunks) -> None:
+        nonlocal track, written
+        for chunk in chunks:
+            wave = chunk.to_ndarray().reshape(-1).astype(np.float32)
+            # Sample k of the wave sits at audio_start + k / 16 kHz, as in decode_steps.
+            offset = int(round((audio_start - origin) * AUDIO_RATE)) + written
+            written += len(wave)
+            lo = max(offset, base)
+            if offset + len(wave) <= lo:
+                continue
+            need = offset + len(wave) - base
+            if need > len(track):
+                track = np.concatenate([track, np.zeros(need - len(track), np.float32)])
+            track[lo - base : offset + len(wave) - base] = wave[lo - offset :]
+
+    def take(i: int, end: float, frame: np.ndarray, missing: bool) -> StepMedia:
+        nonlocal track, base
+        lo, hi = i * per_step - base, (i + 1) * per_step - base
+        clip = np.zeros(per_step, np.float32)
+        part = track[max(lo, 0) : hi]
+        clip[: len(part)] = part
+        track, base = track[max(hi, 0) :], max(base, (i + 1) * per_step)
+        return StepMedia(round(i * step, 6), round(end, 6), frame, clip, missing, frames is None)
+
+    def frame_of(i: int) -> np.ndarray:
+        if frames is None:
+            return black
+        shown, frames.kept[i] = frames.kept[i], None  # hand it over, keep the index
+        return shown
+
+    def audio_ready(i: int) -> bool:
+        return audio is None or (audio_start is not None and base + len(track) >= (i + 1) * per_step)
 
     streams = [s for s in (video, audio) if s is not None]
     for packet in container.demux(*streams):
@@ -159,48 +223,57 @@ def _decode(container, path: Path, step: float, frame_size) -> ClipSteps:
             else:
                 if audio_start is None:
                     audio_start = frame.time if frame.time is not None else origin
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    if resampler is not None:
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if audio_start is not None:
-        audio_end = audio_start + len(wave) / AUDIO_RATE
+                add_audio(resampler.resample(frame))
+        while (frames is None or len(frames.kept) > done) and audio_ready(done):
+            yield take(done, (done + 1) * step, frame_of(done), audio is None)
+            done += 1
 
+    if resampler is not None and audio_start is not None:
+        add_audio(resampler.resample(None))
+    audio_end = origin if audio_start is None else audio_start + written / AUDIO_RATE
     video_end = origin
     if frames is not None and frames.last_time is not None:
         rate = video.average_rate or video.guessed_rate
-        frame_dur = 1.0 / float(rate) if rate else 0.0
-        video_end = frames.last_time + frame_dur
+        video_end = frames.last_time + (1.0 / float(rate) if rate else 0.0)
     duration = max(video_end, audio_end) - origin
     if duration <= 0:
-        raise MediaError(path, "no decodable frames or samples")
-
+        raise MediaError(source, "no decodable frames or samples")
     n = n_steps_for(duration, step)
-    per_step = int(round(step * AUDIO_RATE))
-    video_missing = frames is None or frames.prev is None
-    if video_missing:
-        warnings.warn(f"{path}: no video stream; using black frames (video_missing)", stacklevel=3)
+    if frames is None or frames.prev is None:
+        warnings.warn(f"{source}: no video; using black frames (video_missing)", stacklevel=2)
         w, h = frame_size or (64, 64)
-        rgb = np.zeros((n, h, w, 3), np.uint8)
-    else:
-        rgb = frames.finish(n)
-
-    audio_missing = audio is None or len(wave) == 0
+        frames, black = None, np.zeros((h, w, 3), np.uint8)
+    audio_missing = audio is None or written == 0
     if audio_missing:
-        warnings.warn(f"{path}: no audio stream; using zero audio (audio_missing)", stacklevel=3)
-    track = np.zeros(n * per_step, np.float32)
-    if not audio_missing:
-        offset = int(round((audio_start - origin) * AUDIO_RATE))
-        lo, hi = max(offset, 0), min(offset + len(wave), len(track))
-        if hi > lo:
-            track[lo:hi] = wave[lo - offset : hi - offset]
+        warnings.warn(f"{source}: no audio; using zero audio (audio_missing)", stacklevel=2)
+    if frames is not None:
+        while len(frames.kept) < n:
+            frames.kept.append(frames.rgb(frames.prev))
+    for i in range(done, n):
+        yield take(i, min((i + 1) * step, duration), frame_of(i), audio_missing)
+
+
+def decode_steps(
+    path: Path | str, step: float = 1.0, frame_size: tuple[int, int] | None = None
+) -> ClipSteps:
+    """Decode a whole file into ``ClipSteps``; ``frame_size`` (width, height) resizes frames.
+
+    The same steps as :func:`iter_steps`, collected. Raises ``MediaError`` naming the file
+    when it cannot be opened or decoded.
+    """
+    path = Path(path)
+    if step <= 0:
+        raise ValueError(f"step must be positive seconds, got {step}")
+    if not path.is_file():
+        raise MediaError(path, "no such file")
+    steps = list(iter_steps(path, step, frame_size))
     return ClipSteps(
         path=path,
         step=step,
-        times=np.arange(n, dtype=np.float64) * step,
-        frames=rgb,
-        audio=track.reshape(n, per_step),
-        duration=duration,
-        audio_missing=audio_missing,
-        video_missing=video_missing,
+        times=np.array([s.time for s in steps], dtype=np.float64),
+        frames=np.stack([s.frame for s in steps]),
+        audio=np.stack([s.audio for s in steps]),
+        duration=steps[-1].end,
+        audio_missing=steps[-1].audio_missing,
+        video_missing=steps[-1].video_missing,
     )
