@@ -157,7 +157,7 @@ class TemporalAttention(nn.Module):
     after the residual as in Eq. 4, and the conv is linear: with Adam at the paper's
     learning rate 1e-2, the post-norm form with a ReLU diverged repeatedly (fused test
     accuracy 0.58-0.65 after 20 epochs on the synthetic benchmark) while this form reached
-    0.97 (docs/fidelity.md). The conv projects ``in_dim`` to ``dim`` channels (the paper does not give the width;
+    0.97 (one-off development runs, docs/fidelity.md). The conv projects ``in_dim`` to ``dim`` channels (the paper does not give the width;
     ``None`` keeps ``in_dim``), rounded up to a multiple of ``num_heads`` because
     ``nn.MultiheadAttention`` needs one. The residual is taken around the attention, from
     the conv's output.
