@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def cmd_extract(args) -> int:
     from avar.features.cache import extract_dataset, summary_dict
 
     entries = discover(args.data_dir, seed=args.seed, splits_csv=args.splits)
-    video = build_extractor(args.video, args.video_weights)
-    audio = build_extractor(args.audio, args.audio_weights)
+    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
+    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
     summary = extract_dataset(entries, args.out, video, audio, step=args.step,
                               video_weights=args.video_weights, audio_weights=args.audio_weights,
                               progress=not args.quiet)
@@ -55,9 +56,17 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.method == "autoencoder":
+        return cmd_train_autoencoder(args)
     from avar.features.cache import FeatureSet
     from avar.training.loop import TrainConfig, train_head
 
+    if args.features_dir is None:
+        raise ValueError(f"avar train --method {args.method} needs FEATURES_DIR (made by `avar extract`)")
+    args.modality = args.modality or "av"
+    args.epochs = 50 if args.epochs is None else args.epochs
+    args.lr = 1e-2 if args.lr is None else args.lr
+    args.batch_size = args.batch_size or 32
     flags = {"num_stages": args.stages, "num_layers": args.layers, "num_f_maps": args.f_maps,
              "attention": False if args.no_attention else None, "hidden": args.hidden}
     config = TrainConfig(head_type=args.head, modality=args.modality, fusion=args.fusion, late_mode=args.late_mode,
@@ -73,9 +82,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_autoencoder(args) -> int:
+    """``avar train --method autoencoder --data DATA_DIR --out RUN_DIR``: unsupervised, normal videos only."""
+    from avar.training.autoencoder import AETrainConfig, train_autoencoder
+
+    if args.data is None:
+        raise ValueError("avar train --method autoencoder needs --data DATA_DIR (frame folders such as UCSD Ped2, "
+                         "or class folders whose normal/ clips are the training videos)")
+    given = {"modality": args.modality, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+             "score": args.score, "precision": args.precision, "threads": args.threads}
+    config = AETrainConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+    run = train_autoencoder(args.data, args.out, config, audio_dir=args.audio, progress=not args.quiet)
+    info = {"run_dir": str(args.out), "modality": config.modality, "audio_pairing": run.meta["audio_pairing"],
+            **{k: run.meta.get(k) for k in ("video_params", "audio_params", "precision", "train_seconds")}}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"saved {args.out}: autoencoder ({config.modality}), {info['train_seconds']:.1f} s "
+              f"on {run.meta['torch_threads']} threads ({info['precision']}); audio: {info['audio_pairing']}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
+    if args.data is not None:
+        from avar.evaluate_detection import evaluate_autoencoder
+
+        report = evaluate_autoencoder(args.run_dir, args.data, args.out, gamma=args.gamma, score=args.score,
+                                      audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
+        if args.json:
+            _print_json(report.to_dict())
+        else:
+            print(report.to_markdown())
+        return 0
     from avar.evaluate import evaluate_run
 
+    if args.features_dir is None:
+        raise ValueError("avar evaluate needs FEATURES_DIR (a supervised run) or --data DATA_DIR (an autoencoder run)")
     report = evaluate_run(args.run_dir, args.features_dir, args.split, args.out)
     if args.json:
         _print_json(report.to_dict())
@@ -158,7 +200,7 @@ def cmd_watch(args) -> int:
     store = EventStore(args.db) if args.db else None
     try:
         watcher = Watcher(args.run_dir, causal=args.causal, events=config, store=store,
-                          jsonl=args.jsonl, thumbnails=args.thumbnails)
+                          jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch)
         for record in watcher.watch(args.source, realtime=args.realtime):
             if args.json:
                 print(json.dumps(record.__dict__), flush=True)
@@ -175,6 +217,50 @@ def cmd_watch(args) -> int:
     return 1 if watcher.failures else 0
 
 
+def cmd_bench(args) -> int:
+    from avar.realtime.bench import run_bench
+
+    result = run_bench(args.run, args.media, video=args.video, audio=args.audio, random_weights=args.random_weights,
+                       runtime=args.runtime, batch=args.batch, causal=not args.centred)
+    if args.json:
+        _print_json(result)
+        return 0
+    b = result["backbones"]
+    print(f"media      {result['media']} ({result['steps']} steps of {result['step_s']:g} s)")
+    print(f"backbones  video {b['video']['name']} [{b['video']['runtime']}], audio {b['audio']['name']} "
+          f"[{b['audio']['runtime']}], head {result['head']}, {result['threads']} threads")
+    print(f"throughput {result['steps_per_second']:.2f} steps/s ({result['realtime_factor']:.1f}x real time)")
+    print(f"latency    p50 {result['latency_p50_ms']:.0f} ms, p95 {result['latency_p95_ms']:.0f} ms (live pacing)")
+    print(f"per step   decode {result['decode_ms_per_step']:.1f} ms, video {result['video_ms_per_step']:.1f} ms, "
+          f"audio {result['audio_ms_per_step']:.1f} ms, head {result['head_ms_per_step']:.1f} ms (stages overlap)")
+    print(f"memory     peak {result['peak_rss_mb']:.0f} MB resident")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from avar.features import build_extractor
+    from avar.training.run import Run
+
+    if args.run:
+        backbones = Run.load(args.run).build_extractors(runtime="torch")
+    else:
+        backbones = [build_extractor(name, weights) for name, weights in
+                     ((args.video, args.video_weights), (args.audio, args.audio_weights)) if name]
+    if not backbones:
+        raise ValueError("nothing to export: pass --run RUN_DIR or --video/--audio NAME")
+    for backbone in backbones:
+        if not hasattr(backbone, "export_onnx"):
+            print(f"{backbone.name}: plain numpy, nothing to export")
+            continue
+        path = backbone.onnx_path(Path(args.out) if args.out else None)
+        if path.is_file() and not args.force:
+            print(f"{backbone.name}: {path} (already exported)")
+            continue
+        backbone.export_onnx(path)
+        print(f"{backbone.name}: {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from avar.demo import results_table, run_demo
 
@@ -186,8 +272,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+RUNTIME_HELP = ("how backbones run: auto (the fastest measured: ONNX Runtime or bfloat16), torch (eager fp32, "
+                "the reference), bf16, onnx")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+    from avar.features.runtime import RUNTIMES
+
+    RUNTIME_CHOICES = ("auto", *RUNTIMES)
     from avar.models.heads import FUSIONS, HEADS
 
     parser = argparse.ArgumentParser(prog="avar", description="Audio-visual anomaly recognition for surveillance video.")
@@ -218,20 +311,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=1.0, help="seconds per time step (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--json", action="store_true")
 
-    p = command("train", cmd_train, "train an AVAR-Net head (or a baseline) on cached features")
-    p.add_argument("features_dir")
+    p = command("train", cmd_train, "train an AVAR-Net head (or a baseline) on cached features, or an "
+                "unsupervised autoencoder on normal videos (--method autoencoder --data DATA_DIR)")
+    p.add_argument("features_dir", nargs="?", help="FEATURES_DIR made by `avar extract` (supervised methods)")
     p.add_argument("--out", required=True, help="RUN_DIR")
+    p.add_argument("--method", choices=("avarnet", "autoencoder"), default="avarnet",
+                   help="avarnet: supervised head on cached features (default); autoencoder: the audio-visual "
+                        "sequence autoencoder trained on normal videos only")
+    p.add_argument("--data", help="autoencoder: DATA_DIR, frame folders (training/frames/<video>/*.jpg, e.g. UCSD Ped2) "
+                                  "or class folders of videos whose normal/ clips are the training data")
+    p.add_argument("--audio", help="autoencoder: AUDIO_DIR/<training|testing>/<video>.wav paired with frame folders")
+    p.add_argument("--score", choices=("frame", "patch"),
+                   help="autoencoder: frame error (paper Eq. 3) or worst grid patch (default patch)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="autoencoder: arithmetic (default auto)")
+    p.add_argument("--threads", type=int, help="autoencoder: torch CPU threads (default: all cores)")
     p.add_argument("--head", choices=list(HEADS), default="mtcn", help="mtcn = AVAR-Net; the rest are Table 2's baselines")
-    p.add_argument("--modality", choices=("av", "a", "v"), default="av")
+    p.add_argument("--modality", choices=("av", "a", "v"), help="default av (avarnet) or v (autoencoder)")
     p.add_argument("--fusion", choices=FUSIONS, default="early", help="early: concatenate; late: fuse per-stream probabilities")
     p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
     p.add_argument("--seq-len", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, help="default 50 (avarnet) or 8 (autoencoder)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, help="default 1e-2 (avarnet) or 1e-3 (autoencoder)")
+    p.add_argument("--batch-size", type=int, help="default 32 (avarnet) or 10 sequences (autoencoder)")
     p.add_argument("--stages", type=int, help="mtcn: MS-TCN stages (default 4)")
     p.add_argument("--layers", type=int, help="mtcn: dilated layers per stage (default 10); baselines: recurrent/encoder layers (default 2)")
     p.add_argument("--f-maps", type=int, help="mtcn: feature maps (default 64)")
@@ -239,11 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, help="baselines: hidden width (default 128)")
     p.add_argument("--json", action="store_true")
 
-    p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split")
+    p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split, or frame-level detection "
+                "metrics of an autoencoder run (--data DATA_DIR)")
     p.add_argument("run_dir")
-    p.add_argument("features_dir")
+    p.add_argument("features_dir", nargs="?", help="FEATURES_DIR (supervised runs)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="where to write eval files (default RUN_DIR)")
+    p.add_argument("--data", help="autoencoder runs: DATA_DIR whose test videos are scored frame by frame")
+    p.add_argument("--audio", help="autoencoder runs: AUDIO_DIR paired with frame folders (default: the training one)")
+    p.add_argument("--gamma", type=float, help="autoencoder runs: regularity threshold (default: chosen on labelled "
+                                                "validation videos, else paper Table 6)")
+    p.add_argument("--score", choices=("frame", "patch"), help="autoencoder runs: override the run's scorer")
+    p.add_argument("--no-plots", action="store_true", help="autoencoder runs: skip the per-video score plots")
     p.add_argument("--json", action="store_true")
 
     p = command("predict", cmd_predict, "per-step classes and anomaly scores of media files")
@@ -278,7 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-duration", type=float, default=1.0, help="seconds; shorter events are dropped")
     p.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=P",
                    help="per-class opening threshold on that class's probability (repeatable)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--batch", type=int, default=8, help="most steps per backbone call when decoding runs ahead (default 8)")
     p.add_argument("--json", action="store_true", help="one JSON step record per line")
+
+    p = command("bench", cmd_bench, "throughput, latency and memory of the streaming pipeline on this machine (paper Table 4)")
+    p.add_argument("--run", help="RUN_DIR to time (default: a random head of the default shape)")
+    p.add_argument("--media", help="media file (default: the standard clip, 60 s 1280x720 25 fps H.264 + AAC 48 kHz)")
+    p.add_argument("--video", help=f"video backbone when no --run is given (default {DEFAULT_VIDEO})")
+    p.add_argument("--audio", help=f"audio backbone when no --run is given (default {DEFAULT_AUDIO})")
+    p.add_argument("--random-weights", action="store_true", help="build the backbones untrained (timing needs no weights)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--centred", action="store_true", help="centred windows instead of causal ones")
+    p.add_argument("--json", action="store_true")
+
+    p = command("export", cmd_export, "export backbones to ONNX, cached next to their weights (used by --runtime onnx/auto)")
+    p.add_argument("--run", help="export the backbones of this RUN_DIR")
+    p.add_argument("--video", help="a video backbone to export")
+    p.add_argument("--audio", help="an audio backbone to export")
+    p.add_argument("--video-weights")
+    p.add_argument("--audio-weights")
+    p.add_argument("--out", help="folder for the ONNX files (default: next to the weights, else ~/.cache/avar/onnx)")
+    p.add_argument("--force", action="store_true", help="export again even if the file exists")
 
     p = command("events", cmd_events, "list anomaly events kept in an event store")
     p.add_argument("db", help="the event store (SQLite file)")
@@ -298,7 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STREAMING_COMMANDS = ("watch", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in STREAMING_COMMANDS:
+        # The decoder thread, ONNX Runtime and PyTorch share the cores; OpenMP workers that
+        # spin while idle starve the others (must be set before torch is imported).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

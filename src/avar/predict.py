@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avar.features import build_extractor
 from avar.features.cache import features_from_steps, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
 from avar.report.plots import plot_score_curve
@@ -53,11 +52,9 @@ class Prediction:
 class Predictor:
     """A run plus the backbones it was trained on, loaded once for many files."""
 
-    def __init__(self, run_dir: Path | str, device: str = "cpu"):
+    def __init__(self, run_dir: Path | str, device: str = "cpu", runtime: str = "torch"):
         self.run = Run.load(run_dir)
-        ex = self.run.extractors
-        self.video = build_extractor(ex["video"]["name"], ex["video"].get("weights"), device)
-        self.audio = build_extractor(ex["audio"]["name"], ex["audio"].get("weights"), device)
+        self.video, self.audio = self.run.build_extractors(device, runtime)
 
     def predict(self, path: Path | str) -> Prediction:
         steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))

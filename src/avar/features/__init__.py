@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from avar.features.base import AUDIO_RATE, Extractor, ExtractorInfo, WeightsUnavailableError
 from avar.features.efficientnet_lite import EfficientNetLite0Extractor
 from avar.features.logmel import LogMelExtractor
 from avar.features.mobilevit import MobileViTExtractor
+from avar.features.runtime import TorchBackbone
 from avar.features.wav2vec2 import Wav2Vec2Extractor
 
 EXTRACTORS: dict[str, type] = {
@@ -31,17 +34,29 @@ __all__ = [
 ]
 
 
-def build_extractor(name: str, weights: str | None = None, device: str = "cpu") -> Extractor:
+def build_extractor(
+    name: str, weights: str | None = None, device: str = "cpu", *, runtime: str = "torch",
+    random_weights: bool = False,
+) -> Extractor:
     """The extractor called ``name``, with its default weights unless ``weights`` is given.
 
     ``weights`` is a local directory or Hugging Face id for the transformers backbones, a
     ``.pth`` state dict for EfficientNet-Lite0, and must be None for ``logmel``. Raises
     ``WeightsUnavailableError`` at once when the weights are not on this machine and
-    cannot be fetched.
+    cannot be fetched. ``runtime`` (``auto`` or one of ``avar.features.runtime.RUNTIMES``)
+    says how a neural backbone runs; ``random_weights`` builds the architecture untrained,
+    for timing. Neither applies to ``logmel``, which is plain numpy.
     """
     if name not in EXTRACTORS:
         raise ValueError(f"unknown extractor '{name}'; choose one of: {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[name](weights=weights, device=device)
+    cls = EXTRACTORS[name]
+    if not issubclass(cls, TorchBackbone):
+        return cls(weights=weights, device=device)
+    # Fixed random weights: the same architecture gives the same model (and reuses its export).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        extractor = cls(weights=weights, device=device, random_weights=random_weights)
+    return extractor.use_runtime(runtime)
 
 
 def extractor_infos() -> list[ExtractorInfo]:

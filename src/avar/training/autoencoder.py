@@ -1,0 +1,395 @@
+"""Unsupervised training and scoring of the sequence autoencoders (Tariq et al., 2024).
+
+The models learn to reconstruct normal sequences only (MSE, Adam, sec. 4.2); at test time a
+frame's reconstruction error is its anomaly evidence. Training sequences are drawn at frame
+strides 1, 2 and 3 (the paper's temporal augmentation, sec. 4.3).
+
+A run directory holds no pickle::
+
+    RUN_DIR/video.safetensors   visual model weights (modality v or av)
+    RUN_DIR/audio.safetensors   acoustic model weights + the feature normalisation (a or av)
+    RUN_DIR/config.json         "method": "autoencoder", model configs, training config, data
+    RUN_DIR/history.json        per-epoch loss and seconds of each model
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from avar.datasets.framefolders import FrameDataset, LoadedVideo, load_video, open_frame_dataset
+from avar.features.cache import write_json_atomic
+from avar.features.spectral import SPECTRAL_RATE, MinMaxNormalizer, spectral_features
+from avar.models.frame_difference import DEFAULT_GRID, grid_cell_means
+from avar.models.seq2seq_ae import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfig, VideoSeq2SeqAE, count_parameters
+
+METHOD = "autoencoder"
+CONFIG_FILE = "config.json"
+VIDEO_FILE = "video.safetensors"
+AUDIO_FILE = "audio.safetensors"
+MODALITIES = ("v", "a", "av")
+SCORERS = ("frame", "patch")
+"""How a frame's error map becomes one number: ``frame`` is the paper's Euclidean norm over the
+whole frame (Eq. 3); ``patch`` the Euclidean norm of the worst cell of a grid (local evidence)."""
+
+
+@dataclass
+class AETrainConfig:
+    """Training settings; every field is recorded in the run's ``config.json``."""
+
+    modality: str = "v"
+    """'v' visual model only, 'a' acoustic only, 'av' both (fused at evaluation)."""
+    epochs: int = 8
+    """Passes over the training sequences. The paper trains Ped2's visual model for 300 epochs on
+    a GPU; 8 keep the Ped2 run inside 30 minutes on 2 CPU cores (docs/autoencoder.md)."""
+    audio_epochs: int = 50
+    """Epochs of the acoustic model (paper Table 6: 50 on Ped2); it is small and cheap."""
+    batch_size: int = 10
+    """Sequences per batch (sec. 4.3: batch size 10)."""
+    lr: float = 1e-3
+    """Adam's learning rate (the paper names Adam, not the rate; 1e-3 is Keras' default)."""
+    strides: tuple[int, ...] = (1, 2, 3)
+    """Frame strides of the training sequences (sec. 4.3)."""
+    window_hop: int | None = None
+    """Frames between the starts of consecutive training sequences of one stride (default
+    ``seq_len``); each epoch shifts the starts by a random offset so every frame is used."""
+    test_stride: int | None = None
+    """Frames between the starts of test windows (default ``seq_len // 2``); a frame's error is
+    averaged over the windows that contain it."""
+    score: str = "patch"
+    """Default scorer at evaluation (``SCORERS``); both are always reported."""
+    patch_grid: tuple[int, int] = DEFAULT_GRID
+    """Rows x columns of the ``patch`` scorer's grid over the frame."""
+    precision: str = "auto"
+    """'bf16' (CPU or GPU autocast), 'fp32', or 'auto': bf16 where the hardware runs it natively."""
+    seed: int = 0
+    threads: int | None = None
+    """Torch CPU threads; None leaves torch's default (one per core)."""
+    video: dict = field(default_factory=dict)
+    """Overrides of :class:`VideoAEConfig` fields."""
+    audio: dict = field(default_factory=dict)
+    """Overrides of :class:`AudioAEConfig` fields."""
+
+    def __post_init__(self) -> None:
+        self.strides = tuple(int(s) for s in self.strides)
+        self.patch_grid = tuple(int(g) for g in self.patch_grid)
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.score not in SCORERS:
+            raise ValueError(f"score must be one of {SCORERS}, got {self.score!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.epochs < 0 or self.audio_epochs < 0 or self.batch_size < 1 or not self.strides or min(self.strides) < 1:
+            raise ValueError("epochs must be >= 0, batch_size >= 1 and strides a non-empty list of integers >= 1")
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' where matrix units run bfloat16 natively (AVX512-BF16/AMX, CUDA), else 'fp32'."""
+    if precision != "auto":
+        return precision
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def training_windows(
+    n_frames: int, seq_len: int, strides: tuple[int, ...] = (1, 2, 3), hop: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """Frame indices ``int [seq_len]`` of one video's training sequences (temporal augmentation).
+
+    For each stride ``s`` a sequence takes every ``s``-th frame (stride 2: frames 1, 3, 5, ...),
+    and sequences start every ``hop`` frames (default ``seq_len``), shifted by a random offset
+    below ``hop`` when ``rng`` is given. A stride whose sequence would not fit is skipped; a
+    video shorter than ``seq_len`` gives one sequence that repeats its last frame.
+    """
+    hop = hop or seq_len
+    out = []
+    for s in strides:
+        span = (seq_len - 1) * s + 1
+        if span > n_frames:
+            continue
+        offset = min(int(rng.integers(hop)) if rng is not None else 0, n_frames - span)
+        out += [start + s * np.arange(seq_len) for start in range(offset, n_frames - span + 1, hop)]
+    if not out:
+        out.append(np.minimum(np.arange(seq_len), n_frames - 1))
+    return out
+
+
+def scoring_windows(n_frames: int, seq_len: int, stride: int) -> list[np.ndarray]:
+    """Consecutive-frame windows every ``stride`` frames that together cover every frame.
+
+    The last window ends on the last frame; a video shorter than ``seq_len`` gives one window
+    that repeats its last frame (those repeats are scored once, as the last frame).
+    """
+    if n_frames <= seq_len:
+        return [np.minimum(np.arange(seq_len), n_frames - 1)]
+    starts = list(range(0, n_frames - seq_len + 1, stride))
+    if starts[-1] != n_frames - seq_len:
+        starts.append(n_frames - seq_len)
+    return [s + np.arange(seq_len) for s in starts]
+
+
+@dataclass
+class AERun:
+    """Trained autoencoder(s) with everything needed to score new videos."""
+
+    config: AETrainConfig
+    video_model: VideoSeq2SeqAE | None = None
+    audio_model: AudioSeq2SeqAE | None = None
+    audio_norm: MinMaxNormalizer | None = None
+    meta: dict = field(default_factory=dict)
+    """Data description (layout, counts, audio pairing), parameter counts, timings."""
+
+    @property
+    def seq_len(self) -> int:
+        model = self.video_model or self.audio_model
+        return model.config.seq_len
+
+    @property
+    def frame_size(self) -> int | None:
+        return self.video_model.config.frame_size if self.video_model else None
+
+    def save(self, root: Path | str) -> Path:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        if self.video_model is not None:
+            save_file(_state(self.video_model), str(root / VIDEO_FILE))
+        if self.audio_model is not None:
+            tensors = _state(self.audio_model)
+            tensors["norm.low"] = torch.from_numpy(self.audio_norm.low)
+            tensors["norm.high"] = torch.from_numpy(self.audio_norm.high)
+            save_file(tensors, str(root / AUDIO_FILE))
+        write_json_atomic(root / CONFIG_FILE, {
+            "method": METHOD,
+            "modality": self.config.modality,
+            "video": self.video_model.config.to_dict() if self.video_model else None,
+            "audio": self.audio_model.config.to_dict() if self.audio_model else None,
+            "train": asdict(self.config),
+            **self.meta,
+        })
+        return root
+
+    @classmethod
+    def load(cls, root: Path | str) -> "AERun":
+        root = Path(root)
+        path = root / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{root}: missing {CONFIG_FILE}; is this a run directory made by `avar train`?")
+        meta = json.loads(path.read_text())
+        if meta.get("method") != METHOD:
+            raise ValueError(
+                f"{path}: method is {meta.get('method')!r}, not {METHOD!r}; evaluate it with "
+                "`avar evaluate RUN_DIR FEATURES_DIR` instead of --data"
+            )
+        config = AETrainConfig(**meta.pop("train"))
+        run = cls(config=config)
+        video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
+        meta.pop("method"), meta.pop("modality")
+        if video_cfg is not None:
+            run.video_model = VideoSeq2SeqAE(VideoAEConfig.from_dict(video_cfg))
+            run.video_model.load_state_dict(_load_weights(root / VIDEO_FILE))
+            run.video_model.eval()
+        if audio_cfg is not None:
+            tensors = _load_weights(root / AUDIO_FILE)
+            run.audio_norm = MinMaxNormalizer(tensors.pop("norm.low").numpy(), tensors.pop("norm.high").numpy())
+            run.audio_model = AudioSeq2SeqAE(AudioAEConfig.from_dict(audio_cfg))
+            run.audio_model.load_state_dict(tensors)
+            run.audio_model.eval()
+        run.meta = meta
+        return run
+
+    def audio_features(self, loaded: LoadedVideo) -> np.ndarray:
+        """Normalised spectral features ``[N, n_features]``, one row per frame of ``loaded``."""
+        if loaded.audio is None:
+            raise ValueError(
+                f"{loaded.video.source}: no audio; modality {self.config.modality!r} needs sound "
+                "(pair frame folders with --audio AUDIO_DIR, or use video files with an audio track)"
+            )
+        hop = max(1, int(round(loaded.audio_rate / loaded.fps)))
+        raw = spectral_features(loaded.audio, loaded.audio_rate, hop, n_frames=len(loaded.frames))
+        return self.audio_norm.apply(raw) if self.audio_norm is not None else raw
+
+    @torch.inference_mode()
+    def frame_errors(self, loaded: LoadedVideo, batch_size: int = 8) -> dict[str, np.ndarray]:
+        """Raw per-frame reconstruction errors of one video, ``float64 [N]`` per scorer.
+
+        Keys: ``video_frame`` (Eq. 3: Euclidean norm over the frame), ``video_patch`` (the
+        Euclidean norm of the worst ``patch_grid`` cell), ``audio_frame`` (Euclidean norm over
+        the frame's spectral features), as the run's modality allows. Test windows of
+        ``seq_len`` frames start every ``test_stride`` frames; each frame's squared error map
+        is averaged over the windows containing it before it is reduced.
+        """
+        precision = resolve_precision(self.config.precision)
+        stride = self.config.test_stride or max(1, self.seq_len // 2)
+        out: dict[str, np.ndarray] = {}
+        if self.video_model is not None:
+            frames = loaded.frames
+            size = self.frame_size
+            if frames.shape[1:] != (size, size):
+                raise ValueError(f"{loaded.video.source}: frames are {frames.shape[1:]}, the model needs {size} x {size}")
+            sq = _mean_window_error(self.video_model, frames, self.seq_len, stride, batch_size, precision, video=True)
+            out["video_frame"] = np.sqrt(sq.sum(axis=(1, 2)))
+            out["video_patch"] = np.sqrt(grid_cell_means(sq, self.config.patch_grid).max(axis=(1, 2)))
+        if self.audio_model is not None:
+            feats = self.audio_features(loaded)
+            sq = _mean_window_error(self.audio_model, feats, self.seq_len, stride, 64, precision, video=False)
+            out["audio_frame"] = np.sqrt(sq.sum(axis=1))
+        return out
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: missing {path.name}; the run directory is incomplete, train it again")
+    return load_file(str(path))
+
+
+def _as_input(windows: np.ndarray, video: bool) -> torch.Tensor:
+    if video:  # uint8 [B, T, S, S] -> float [B, T, 1, S, S] in [0, 1]
+        return torch.from_numpy(windows).float().div_(255.0).unsqueeze(2)
+    return torch.from_numpy(windows).float()
+
+
+def _mean_window_error(model, data: np.ndarray, seq_len: int, stride: int, batch_size: int, precision: str,
+                       video: bool) -> np.ndarray:
+    """Squared error of every element of ``data [N, ...]`` averaged over the test windows."""
+    model.eval()
+    n = len(data)
+    total = np.zeros(data.shape, dtype=np.float32)
+    count = np.zeros(n, dtype=np.float32)
+    windows = scoring_windows(n, seq_len, stride)
+    for k in range(0, len(windows), batch_size):
+        chunk = windows[k : k + batch_size]
+        x = _as_input(np.stack([data[w] for w in chunk]), video)
+        with _autocast(precision):
+            recon = model(x)
+        err = (recon.float() - x).square()
+        err = err.squeeze(2).numpy() if video else err.numpy()
+        for row, w in zip(err, chunk):
+            idx = np.unique(w)  # a short video's repeated last frame counts once
+            total[idx] += row[: len(idx)]
+            count[idx] += 1
+    return total / count.reshape((n,) + (1,) * (data.ndim - 1))
+
+
+def _fit(model: torch.nn.Module, data: list[np.ndarray], config: AETrainConfig, epochs: int, video: bool,
+         name: str, progress: bool) -> list[dict]:
+    """Adam on MSE over the training sequences of every video in ``data``; returns the history."""
+    precision = resolve_precision(config.precision)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    seq_len = model.config.seq_len
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        windows = [(v, w) for v, frames in enumerate(data)
+                   for w in training_windows(len(frames), seq_len, config.strides, config.window_hop, rng)]
+        order = rng.permutation(len(windows))
+        total, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"{name} epoch {epoch}/{epochs}",
+                   disable=not progress, leave=False)
+        for k in bar:
+            batch = [windows[i] for i in order[k : k + config.batch_size]]
+            x = _as_input(np.stack([data[v][w] for v, w in batch]), video)
+            with _autocast(precision):
+                recon = model(x)
+            loss = torch.nn.functional.mse_loss(recon.float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total / seen:.5f}")
+        history.append({"epoch": epoch, "loss": total / max(seen, 1), "sequences": seen,
+                        "seconds": round(time.perf_counter() - started, 2)})
+    model.eval()
+    return history
+
+
+def train_autoencoder(
+    data: FrameDataset | Path | str,
+    out_dir: Path | str,
+    config: AETrainConfig | None = None,
+    *,
+    audio_dir: Path | str | None = None,
+    progress: bool = True,
+) -> AERun:
+    """Train the run's models on the normal training videos of ``data`` and save to ``out_dir``.
+
+    ``data`` is a :class:`FrameDataset` or a directory (see
+    :func:`avar.datasets.framefolders.open_frame_dataset`); ``audio_dir`` pairs frame folders
+    with sound. Returns the saved :class:`AERun`.
+    """
+    config = config or AETrainConfig()
+    dataset = data if isinstance(data, FrameDataset) else open_frame_dataset(data, audio_dir=audio_dir, seed=config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    train = dataset.split("train")
+    if not train:
+        raise ValueError(f"{dataset.root}: no training videos")
+    use_video, use_audio = "v" in config.modality, "a" in config.modality
+    video_cfg = VideoAEConfig(**config.video)
+    audio_cfg = AudioAEConfig(**{"seq_len": video_cfg.seq_len, **config.audio})
+    started = time.perf_counter()
+    loaded = [load_video(v, video_cfg.frame_size if use_video else None,
+                         audio_rate=SPECTRAL_RATE if use_audio else None)
+              for v in tqdm(train, desc="reading training videos", disable=not progress, leave=False)]
+    load_seconds = time.perf_counter() - started
+    run = AERun(config=config)
+    history: dict[str, list] = {}
+    meta = {
+        "data": {**dataset.describe(), "train_frames_read": int(sum(len(v.frames) for v in loaded))},
+        "audio_pairing": dataset.audio_pairing,
+        "audio_dir": str(Path(audio_dir).resolve()) if audio_dir else None,
+        "precision": resolve_precision(config.precision),
+        "torch_threads": torch.get_num_threads(),
+        "load_seconds": round(load_seconds, 2),
+    }
+    if use_video:
+        run.video_model = VideoSeq2SeqAE(video_cfg)
+        meta["video_params"] = count_parameters(run.video_model)
+        t0 = time.perf_counter()
+        history["video"] = _fit(run.video_model, [v.frames for v in loaded], config, config.epochs, True, "video", progress)
+        meta["video_train_seconds"] = round(time.perf_counter() - t0, 2)
+    if use_audio:
+        missing = [v.video.source for v in loaded if v.audio is None]
+        if missing:
+            raise ValueError(
+                f"{missing[0]}: no audio for modality {config.modality!r}; pair frame folders with "
+                "--audio AUDIO_DIR (AUDIO_DIR/training/<video>.wav) or train with --modality v"
+            )
+        raw = [run.audio_features(v) for v in loaded]
+        run.audio_norm = MinMaxNormalizer.fit(raw)
+        feats = [run.audio_norm.apply(f) for f in raw]
+        run.audio_model = AudioSeq2SeqAE(audio_cfg)
+        meta["audio_params"] = count_parameters(run.audio_model)
+        t0 = time.perf_counter()
+        history["audio"] = _fit(run.audio_model, feats, config, config.audio_epochs, False, "audio", progress)
+        meta["audio_train_seconds"] = round(time.perf_counter() - t0, 2)
+    meta["train_seconds"] = round(time.perf_counter() - started, 2)
+    run.meta = meta
+    run.save(out_dir)
+    write_json_atomic(Path(out_dir) / "history.json", history)
+    return run
