@@ -129,7 +129,8 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from avar.predict import predict_files
 
-    predictions, failures = predict_files(args.run_dir, args.media, args.out, progress=not args.quiet)
+    predictions, failures = predict_files(args.run_dir, args.media, args.out, progress=not args.quiet,
+                                          runtime=args.runtime)
     if args.json:
         for p in predictions:
             print(json.dumps(p.to_dict()))
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("media", nargs="+")
     p.add_argument("--out", help="write <stem>.jsonl, <stem>.png and predictions.json here")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
 
     p = command("ablate", cmd_ablate, "the paper's ablations: heads x modalities, sequence lengths, early vs late fusion")

@@ -53,7 +53,7 @@ def run_demo(
     summary = extract_dataset(
         discover(data_dir, seed=seed),
         features_dir,
-        build_extractor(DEFAULT_VIDEO),
+        build_extractor(DEFAULT_VIDEO, runtime="auto"),
         build_extractor(DEFAULT_AUDIO),
         progress=progress,
     )
@@ -74,7 +74,7 @@ def run_demo(
     interval = clip["interval"]
     predictions, _ = predict_files(
         out / "run-av", [clip["path"]], out / "predict",
-        intervals={clip["path"]: tuple(interval)} if interval else None, progress=False,
+        intervals={clip["path"]: tuple(interval)} if interval else None, progress=False, runtime="auto",
     )
     plot_bars(
         {MODALITY_NAMES[m]: r["accuracy"] for m, r in results.items()},

@@ -88,14 +88,16 @@ def predict_files(
     *,
     intervals: dict[str, tuple[float, float]] | None = None,
     progress: bool = True,
+    runtime: str = "torch",
 ) -> tuple[list[Prediction], list[dict]]:
     """Predict every file; a file that fails is reported in the second list, the rest go on.
 
     With ``out_dir``, each file gets ``<stem>.jsonl`` (one step record per line) and
     ``<stem>.png`` (the anomaly-score curve with the top classes), plus ``predictions.json``.
-    ``intervals`` maps a path to a known anomaly interval to shade on its plot.
+    ``intervals`` maps a path to a known anomaly interval to shade on its plot. ``runtime``
+    says how the backbones run (``avar.features.runtime``).
     """
-    predictor = Predictor(run_dir)
+    predictor = Predictor(run_dir, runtime=runtime)
     out = Path(out_dir) if out_dir else None
     predictions, failures = [], []
     for path in tqdm(paths, desc="predict", unit="file", disable=not progress or len(paths) < 2):
