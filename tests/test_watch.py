@@ -202,3 +202,26 @@ def test_a_stream_that_keeps_failing_gives_up(run_dir, media):
         with pytest.raises(Exception, match="Connection refused"):
             list(watcher.watch("rtsp://camera.invalid/stream"))
     assert watcher.failures and watcher.failures[0]["source"] == "rtsp://camera.invalid/stream"
+
+
+def test_bench_times_a_trained_run_with_its_own_backbones(run_dir, media):
+    from avar.realtime.bench import run_bench
+
+    result = run_bench(run_dir, media, runtime="torch", live_steps=1)
+    assert result["head"] == "trained" and result["steps"] == 6
+    assert result["backbones"]["video"]["name"] == "efficientnet-lite0"
+    assert result["backbones"]["video"]["runtime"] == "torch"
+    with pytest.raises(ValueError, match="a run brings its own"):
+        run_bench(run_dir, media, video="mobilevit-small")
+
+
+def test_realtime_paces_a_file_at_its_own_speed(run_dir, tmp_path):
+    import time
+
+    clip = _clip(tmp_path / "short.mp4", seconds=2, tone=None)
+    watcher = Watcher(run_dir, causal=True)
+    t0 = time.monotonic()
+    for record in watcher.watch(clip, realtime=True):
+        # A record can only exist once its step has "happened" on the file's clock.
+        assert time.monotonic() - t0 >= record.end - 0.05
+    assert time.monotonic() - t0 >= 2.0
