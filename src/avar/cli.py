@@ -17,7 +17,8 @@ def cmd_synth(args) -> int:
     from avar.media.synth import synthesize
 
     summary = synthesize(Path(args.out_dir), seed=args.seed, clips_per_class=args.clips_per_class,
-                         seconds=args.seconds, progress=not args.quiet)
+                         seconds=args.seconds, progress=not args.quiet, weak=args.weak,
+                         normal_clips=args.normal_clips)
     print(f"wrote {summary.n_clips} clips of {len(summary.classes)} classes to {summary.out_dir}")
     return 0
 
@@ -58,6 +59,8 @@ def cmd_extract(args) -> int:
 def cmd_train(args) -> int:
     if args.method == "autoencoder":
         return cmd_train_autoencoder(args)
+    if args.method in ("avaca", "mil"):
+        return cmd_train_weak(args)
     from avar.features.cache import FeatureSet
     from avar.training.loop import TrainConfig, train_head
 
@@ -79,6 +82,37 @@ def cmd_train(args) -> int:
     else:
         print(f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
               f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
+    return 0
+
+
+def cmd_train_weak(args) -> int:
+    """``avar train FEATURES_DIR --method avaca|mil --out RUN_DIR``: from video-level labels only."""
+    import torch
+
+    from avar.features.cache import FeatureSet
+    from avar.training.weak import WeakTrainConfig, train_weak
+
+    if args.features_dir is None:
+        raise ValueError(f"avar train --method {args.method} needs FEATURES_DIR (made by `avar extract`)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = {"num_stages": args.stages, "num_layers": args.layers, "num_f_maps": args.f_maps,
+             "attention": False if args.no_attention else None, "hidden": args.hidden} if args.method == "mil" else \
+        {"hidden": args.hidden}
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "modality": args.modality,
+             "audio_path": args.audio_path, "alpha": args.alpha, "theta": args.theta, "lam": args.lambda_center,
+             "max_steps": args.max_steps}
+    config = WeakTrainConfig(method=args.method, head_type=args.head, zero_audio=args.zero_audio, seed=args.seed,
+                             model={k: v for k, v in model.items() if v is not None},
+                             **{k: v for k, v in given.items() if v is not None})
+    run = train_weak(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
+    info = {"run_dir": str(args.out), "method": args.method,
+            **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "n_train")}}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"saved {args.out}: {args.method}, {info['params']:,} parameters, best epoch {info['best_epoch']}, "
+              f"{info['train_seconds']:.1f} s")
     return 0
 
 
@@ -115,14 +149,71 @@ def cmd_evaluate(args) -> int:
             print(report.to_markdown())
         return 0
     from avar.evaluate import evaluate_run
+    from avar.training.weak import is_weak_run
 
     if args.features_dir is None:
         raise ValueError("avar evaluate needs FEATURES_DIR (a supervised run) or --data DATA_DIR (an autoencoder run)")
-    report = evaluate_run(args.run_dir, args.features_dir, args.split, args.out)
+    if is_weak_run(args.run_dir):
+        from avar.evaluate_weak import evaluate_weak
+
+        report = evaluate_weak(args.run_dir, args.features_dir, args.split, args.out, annotations=args.annotations,
+                               plots=not args.no_plots)
+    else:
+        report = evaluate_run(args.run_dir, args.features_dir, args.split, args.out)
     if args.json:
         _print_json(report.to_dict())
     else:
         print(report.to_markdown())
+    return 0
+
+
+def cmd_xd_violence(args) -> int:
+    """``avar xd-violence LISTS_DIR --out DIR``: import the published features, or list the videos for extract."""
+    from avar.datasets.xd_violence import XDViolence, import_features, write_splits_csv
+
+    xd = XDViolence.load(args.lists_dir)
+    if args.videos:
+        path, missing = write_splits_csv(xd, args.videos, Path(args.out) / "splits.csv", val_fraction=args.val_fraction,
+                                         seed=args.seed)
+        info = {"splits_csv": str(path), "videos": len(xd.videos) - len(missing), "missing": len(missing),
+                "next": f"avar extract {args.videos} --splits {path} --out FEATURES_DIR --step {16 / 24!r}"}
+    else:
+        if not args.rgb:
+            raise ValueError("avar xd-violence needs --rgb DIR (the I3D <name>__<crop>.npy files) or --videos DIR")
+        summary = import_features(xd, args.rgb, args.audio, args.out, crops=args.crops, val_fraction=args.val_fraction,
+                                  seed=args.seed, progress=not args.quiet)
+        info = {"features_dir": str(args.out), "clips": summary.clips, "missing_rgb": len(summary.missing_rgb),
+                "missing_audio": len(summary.missing_audio)}
+    info["counts"] = xd.counts()
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_scenes(args) -> int:
+    """``avar scenes DATA_DIR --out DIR``: the MAVAD protocol, per scene mean +- std over random splits."""
+    from avar.features import build_extractor
+    from avar.scenes import extract_scenes, run_scene_protocol, scenes_markdown
+    from avar.training.weak import WeakTrainConfig
+
+    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
+    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    scenes, failures = extract_scenes(args.data_dir, Path(args.out) / "features", video, audio, step=args.step,
+                                      progress=not args.quiet)
+    for failure in failures:
+        print(f"failed: {failure['scene']}: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    given = {"epochs": args.epochs, "lr": args.lr, "audio_path": args.audio_path}
+    config = WeakTrainConfig(method=args.method, zero_audio=args.zero_audio, seed=args.seed,
+                             **{k: v for k, v in given.items() if v is not None})
+    result = run_scene_protocol(scenes, Path(args.out) / "runs", config, repeats=args.repeats, seed=args.seed,
+                                progress=not args.quiet)
+    if args.json:
+        _print_json(result)
+    else:
+        print(scenes_markdown(result))
     return 0
 
 
@@ -297,7 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips-per-class", type=int, default=24)
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, help="clip length (default 8, or 30 with --weak)")
+    p.add_argument("--weak", action="store_true", help="weakly labelled variant: long clips, the anomaly in 10-30%% of "
+                   "each, as many normal clips as anomalous ones; intervals in metadata.json")
+    p.add_argument("--normal-clips", type=int, help="--weak: number of normal clips (default: all anomalous clips together)")
 
     p = command("extractors", cmd_extractors, "list feature extractors")
     p.add_argument("--json", action="store_true")
@@ -316,37 +410,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = command("train", cmd_train, "train an AVAR-Net head (or a baseline) on cached features, or an "
-                "unsupervised autoencoder on normal videos (--method autoencoder --data DATA_DIR)")
+                "unsupervised autoencoder on normal videos (--method autoencoder --data DATA_DIR), or a weakly "
+                "supervised detector from video labels (--method avaca|mil)")
     p.add_argument("features_dir", nargs="?", help="FEATURES_DIR made by `avar extract` (supervised methods)")
     p.add_argument("--out", required=True, help="RUN_DIR")
-    p.add_argument("--method", choices=("avarnet", "autoencoder"), default="avarnet",
+    p.add_argument("--method", choices=("avarnet", "autoencoder", "avaca", "mil"), default="avarnet",
                    help="avarnet: supervised head on cached features (default); autoencoder: the audio-visual "
-                        "sequence autoencoder trained on normal videos only")
+                        "sequence autoencoder trained on normal videos only; avaca: audio-visual cross-attention "
+                        "from video-level labels (normal vs anything else); mil: --head trained with AVACA's losses")
     p.add_argument("--data", help="autoencoder: DATA_DIR, frame folders (training/frames/<video>/*.jpg, e.g. UCSD Ped2) "
                                   "or class folders of videos whose normal/ clips are the training data")
     p.add_argument("--audio", help="autoencoder: AUDIO_DIR/<training|testing>/<video>.wav paired with frame folders")
     p.add_argument("--score", choices=("frame", "patch"),
                    help="autoencoder: frame error (paper Eq. 3) or worst grid patch (default patch)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="autoencoder: arithmetic (default auto)")
-    p.add_argument("--threads", type=int, help="autoencoder: torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="autoencoder, avaca/mil: torch CPU threads (default: all cores)")
     p.add_argument("--head", choices=list(HEADS), default="mtcn", help="mtcn = AVAR-Net; the rest are Table 2's baselines")
     p.add_argument("--modality", choices=("av", "a", "v"), help="default av (avarnet) or v (autoencoder)")
     p.add_argument("--fusion", choices=FUSIONS, default="early", help="early: concatenate; late: fuse per-stream probabilities")
     p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
     p.add_argument("--seq-len", type=int, default=10)
-    p.add_argument("--epochs", type=int, help="default 50 (avarnet) or 8 (autoencoder)")
+    p.add_argument("--epochs", type=int, help="default 50 (avarnet), 8 (autoencoder) or 100 (avaca/mil)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, help="default 1e-2 (avarnet) or 1e-3 (autoencoder)")
-    p.add_argument("--batch-size", type=int, help="default 32 (avarnet) or 10 sequences (autoencoder)")
+    p.add_argument("--lr", type=float, help="default 1e-2 (avarnet), 1e-3 (autoencoder) or 1e-4 (avaca/mil)")
+    p.add_argument("--batch-size", type=int, help="default 32 (avarnet), 10 sequences (autoencoder) or 16 videos, half normal (avaca/mil)")
     p.add_argument("--stages", type=int, help="mtcn: MS-TCN stages (default 4)")
     p.add_argument("--layers", type=int, help="mtcn: dilated layers per stage (default 10); baselines: recurrent/encoder layers (default 2)")
     p.add_argument("--f-maps", type=int, help="mtcn: feature maps (default 64)")
     p.add_argument("--no-attention", action="store_true", help="mtcn: drop the attention module")
-    p.add_argument("--hidden", type=int, help="baselines: hidden width (default 128)")
+    p.add_argument("--hidden", type=int, help="baselines: hidden width (default 128); avaca: path width (default 128)")
+    p.add_argument("--audio-path", choices=("focused", "plain"),
+                   help="avaca: the VAT reads audio first differences (focused, default) or the audio itself (plain)")
+    p.add_argument("--zero-audio", action="store_true", help="avaca: zero the audio input (the paper's baseline)")
+    p.add_argument("--alpha", type=float, help="avaca/mil: top k = floor(steps / alpha) per video (default 8)")
+    p.add_argument("--theta", type=float, help="avaca/mil: weight of the dynamic MIL loss (default 10)")
+    p.add_argument("--lambda", dest="lambda_center", type=float, help="avaca/mil: weight of the center loss (default 1)")
+    p.add_argument("--max-steps", type=int, help="avaca/mil: longer training videos are averaged to this many steps "
+                                                 "(default 200)")
     p.add_argument("--json", action="store_true")
 
     p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split, or frame-level detection "
-                "metrics of an autoencoder run (--data DATA_DIR)")
+                "metrics of an autoencoder run (--data DATA_DIR) or of an avaca/mil run (frame AUC, AP, XD AP)")
     p.add_argument("run_dir")
     p.add_argument("features_dir", nargs="?", help="FEATURES_DIR (supervised runs)")
     p.add_argument("--split", default="test")
@@ -356,7 +460,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, help="autoencoder runs: regularity threshold (default: chosen on labelled "
                                                 "validation videos, else paper Table 6)")
     p.add_argument("--score", choices=("frame", "patch"), help="autoencoder runs: override the run's scorer")
-    p.add_argument("--no-plots", action="store_true", help="autoencoder runs: skip the per-video score plots")
+    p.add_argument("--no-plots", action="store_true", help="autoencoder and avaca/mil runs: skip the per-video score plots")
+    p.add_argument("--annotations", help="avaca/mil runs: frame truth for caches without it (avar synth's metadata.json "
+                                         "or an XD-Violence annotations.txt)")
+    p.add_argument("--json", action="store_true")
+
+    p = command("xd-violence", cmd_xd_violence, "import XD-Violence's published I3D/VGGish features into a feature "
+                "cache (test clips carry their frame truth), or write a splits.csv to extract its videos")
+    p.add_argument("lists_dir", help="folder with train_videos.txt, test_videos.txt and annotations.txt")
+    p.add_argument("--out", required=True, help="FEATURES_DIR to write (or, with --videos, where splits.csv goes)")
+    p.add_argument("--rgb", action="append", help="folder of <name>__<crop>.npy I3D files (repeatable: train, test)")
+    p.add_argument("--audio", action="append", help="folder of <name>__vggish.npy files (repeatable); none: zero audio")
+    p.add_argument("--videos", help="folder of the videos themselves: write OUT/splits.csv for `avar extract`")
+    p.add_argument("--crops", default="mean", help="training videos: mean (average the 5 crops, default), all "
+                                                   "(one clip per crop) or a crop number 0-4; test videos: mean")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training list kept for validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    p = command("scenes", cmd_scenes, "MAVAD protocol: per scene folder, 3 random per-class 60/20/20 splits, weak "
+                "training and frame-level evaluation, mean +- std")
+    p.add_argument("data_dir", help="DATA_DIR/<scene>/<class>/<clip>.mp4")
+    p.add_argument("--out", required=True, help="OUT_DIR: features/<scene>, runs/<scene>/split<r>, scenes.json/.md")
+    p.add_argument("--method", choices=("avaca", "mil"), default="avaca")
+    p.add_argument("--audio-path", choices=("focused", "plain"))
+    p.add_argument("--zero-audio", action="store_true")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video", default=DEFAULT_VIDEO)
+    p.add_argument("--audio", default=DEFAULT_AUDIO)
+    p.add_argument("--video-weights")
+    p.add_argument("--audio-weights")
+    p.add_argument("--step", type=float, default=1.0)
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--json", action="store_true")
 
     p = command("predict", cmd_predict, "per-step classes and anomaly scores of media files")

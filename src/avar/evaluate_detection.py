@@ -27,7 +27,7 @@ from avar.metrics.detection import equal_error_rate, minmax_normalize, roc_auc, 
 from avar.models.frame_difference import frame_difference_scores
 from avar.models.seq2seq_ae import JointConfig, JointFusionNet
 from avar.report.plots import plot_frame_scores
-from avar.training.autoencoder import AERun
+from avar.training.autoencoder import AERun, retain_freed_memory
 
 PAPER_GAMMA = {"v": 0.92, "a": 0.85}
 """Regularity thresholds of paper Table 6 for UCSD Ped2 (video 0.92, audio 0.85)."""
@@ -230,6 +230,7 @@ def evaluate_autoencoder(
         raise ValueError(f"score must be 'frame' or 'patch', got {score!r}")
     if run.config.threads:
         torch.set_num_threads(run.config.threads)
+    retain_freed_memory()
     audio_dir = audio_dir or (run.meta.get("audio_dir") if run.audio_model is not None else None)
     dataset = open_frame_dataset(data_dir, audio_dir=audio_dir, seed=run.config.seed)
     tests = dataset.split("test")

@@ -9,6 +9,7 @@ from avar.features.efficientnet_lite import EfficientNetLite0Extractor
 from avar.features.logmel import LogMelExtractor
 from avar.features.mobilevit import MobileViTExtractor
 from avar.features.runtime import TorchBackbone
+from avar.features.vggish import VGGishExtractor
 from avar.features.wav2vec2 import Wav2Vec2Extractor
 
 EXTRACTORS: dict[str, type] = {
@@ -16,6 +17,7 @@ EXTRACTORS: dict[str, type] = {
     MobileViTExtractor.name: MobileViTExtractor,
     Wav2Vec2Extractor.name: Wav2Vec2Extractor,
     LogMelExtractor.name: LogMelExtractor,
+    VGGishExtractor.name: VGGishExtractor,
 }
 
 DEFAULT_VIDEO = EfficientNetLite0Extractor.name
@@ -41,7 +43,8 @@ def build_extractor(
     """The extractor called ``name``, with its default weights unless ``weights`` is given.
 
     ``weights`` is a local directory or Hugging Face id for the transformers backbones, a
-    ``.pth`` state dict for EfficientNet-Lite0, and must be None for ``logmel``. Raises
+    ``.pth`` state dict for EfficientNet-Lite0, a ``.pth`` or ``.safetensors`` state dict for
+    ``vggish`` (required: none is bundled), and must be None for ``logmel``. Raises
     ``WeightsUnavailableError`` at once when the weights are not on this machine and
     cannot be fetched. ``runtime`` (``auto`` or one of ``avar.features.runtime.RUNTIMES``)
     says how a neural backbone runs; ``random_weights`` builds the architecture untrained,

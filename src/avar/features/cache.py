@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,21 +233,27 @@ class FeatureSet:
         return cls(root, json.loads(path.read_text()))
 
     @classmethod
-    def create(cls, root: Path | str, clips: list[StepFeatures], *, video: dict, audio: dict, step: float = 1.0) -> "FeatureSet":
+    def create(cls, root: Path | str, clips: Iterable[StepFeatures], *, video: dict, audio: dict, step: float = 1.0,
+               records: dict[str, dict] | None = None) -> "FeatureSet":
         """A cache from features computed elsewhere (e.g. a dataset's published features).
 
         ``video`` / ``audio`` describe the extractors: ``{"name", "version", "dim"}``.
+        ``clips`` may be a generator, so a large dataset never sits in memory at once.
+        ``records`` adds JSON fields to a clip's manifest entry by clip id (e.g. its
+        frame-level ground truth, ``{"truth": {...}}``).
         """
         root = Path(root)
-        records = []
+        records_out = []
         for clip in clips:
             record = {
                 "clip_id": clip.clip_id, "path": "", "label": clip.label, "split": clip.split,
                 "n_steps": len(clip.times), "duration": float(len(clip.times) * step),
                 "audio_missing": clip.audio_missing, "video_missing": clip.video_missing,
+                **(records or {}).get(clip.clip_id, {}),
             }
-            records.append(_save_clip(_clip_file(root, clip.clip_id), record, clip.video, clip.audio, clip.times))
-        manifest = {"step": step, "video": {"weights": None, **video}, "audio": {"weights": None, **audio}, "clips": records}
+            records_out.append(_save_clip(_clip_file(root, clip.clip_id), record, clip.video, clip.audio, clip.times))
+        manifest = {"step": step, "video": {"weights": None, **video}, "audio": {"weights": None, **audio},
+                    "clips": records_out}
         write_json_atomic(root / MANIFEST, manifest)
         return cls(root, manifest)
 

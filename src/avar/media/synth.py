@@ -14,6 +14,7 @@ Files go to ``OUT_DIR/<class>/<class>_<k:03d>.mp4`` (H.264 yuv420p + AAC mono 48
 ``OUT_DIR/metadata.json``::
 
     {"generator", "seed", "clips_per_class", "seconds", "size": [w, h], "fps", "audio_rate",
+     "weak": bool, "anomaly_seconds": [lo, hi], "clip_counts": {class: n},
      "classes": [...],                        # label order, "normal" first
      "groups": {"normal", "audio_only", "video_only", "joint": [class, ...]},
      "design": {class: {"visual", "audio", "group"}},
@@ -24,6 +25,11 @@ Files go to ``OUT_DIR/<class>/<class>_<k:03d>.mp4`` (H.264 yuv420p + AAC mono 48
 Clip ``k`` of class number ``c`` draws from ``clip_seed(seed, c, k)`` (a child
 ``SeedSequence(seed, spawn_key=(c, k))``, recorded as the clip's "seed"), so it is the same
 clip however many clips are asked for, and ``render_clip(class, seed)`` re-renders it.
+
+``synthesize(weak=True)`` (``avar synth --weak``) writes the weakly labelled variant for
+AVACA-style training: 30 s clips whose anomaly fills 3-9 s, and as many normal clips as
+anomalous ones. The class folders and the metadata layout are the same; a trainer reads only
+"normal" vs anything else per clip, and ``interval`` is the frame-level truth for evaluation.
 """
 
 from __future__ import annotations
@@ -282,13 +288,16 @@ def clip_seed(seed: int, class_index: int, k: int) -> int:
     return int(child.generate_state(1, np.uint64)[0])
 
 
-def anomaly_interval(rng: np.random.Generator, seconds: float) -> tuple[float, float]:
-    """A 2.5-4 s interval inside the clip, shortened to 80% of clips under ~5 s.
+def anomaly_interval(
+    rng: np.random.Generator, seconds: float, length_s: tuple[float, float] = (2.5, 4.0)
+) -> tuple[float, float]:
+    """An interval of ``length_s`` seconds (default 2.5-4 s) inside the clip, shortened to 80%
+    of clips under ~5 s.
 
     Rounded to milliseconds so that ``metadata.json`` holds exactly what was rendered.
     """
     margin = min(0.5, 0.1 * seconds)
-    length = min(rng.uniform(2.5, 4.0), 0.8 * seconds)
+    length = min(rng.uniform(*length_s), 0.8 * seconds)
     start = rng.uniform(margin, max(margin, seconds - margin - length))
     return round(start, 3), round(start + length, 3)
 
@@ -472,6 +481,12 @@ def _impact(rng: np.random.Generator, width: int, height: int, start: float, end
     return paint
 
 
+WEAK_SECONDS = 30.0
+"""Default clip length of the weakly labelled variant (``synthesize(weak=True)``)."""
+
+WEAK_ANOMALY_FRACTION = (0.1, 0.3)
+"""In the weakly labelled variant the anomaly lasts this fraction of the clip (3-9 s of 30 s)."""
+
 _PAINTERS = {"intruder": _intruder, "vandalism": _vandalism, "struggle": _struggle, "impact": _impact}
 
 
@@ -636,13 +651,15 @@ def render_clip(
     size: tuple[int, int] = (320, 240),
     fps: float = 12.5,
     audio_rate: int = AUDIO_RATE,
+    anomaly_s: tuple[float, float] = (2.5, 4.0),
 ) -> SynthClip:
-    """Render one clip of class ``name`` from its own seed (see ``clip_seed``)."""
+    """Render one clip of class ``name`` from its own seed (see ``clip_seed``); the anomaly
+    lasts ``anomaly_s`` seconds (a range)."""
     if name not in DESIGN:
         raise ValueError(f"unknown synthetic class '{name}'; choose one of {CLASSES}")
     design = DESIGN[name]
     rng = np.random.default_rng(seed)
-    interval = None if name == "normal" else anomaly_interval(rng, seconds)
+    interval = None if name == "normal" else anomaly_interval(rng, seconds, anomaly_s)
     # Picture and sound draw from separate streams so neither depends on the other's draws.
     picture_rng, sound_rng = rng.spawn(2)
     width, height = size
@@ -663,11 +680,12 @@ class _Job:
     seconds: float
     size: tuple[int, int]
     fps: float
+    anomaly_s: tuple[float, float] = (2.5, 4.0)
 
 
 def _make_clip(job: _Job) -> dict:
     """Render and write one clip; returns its ``metadata.json`` entry."""
-    clip = render_clip(job.name, job.seed, seconds=job.seconds, size=job.size, fps=job.fps)
+    clip = render_clip(job.name, job.seed, seconds=job.seconds, size=job.size, fps=job.fps, anomaly_s=job.anomaly_s)
     rel = f"{job.name}/{job.name}_{job.k:03d}.mp4"
     write_av_file(job.out_dir / rel, clip.frames, job.fps, clip.audio, clip.audio_rate)
     return {
@@ -692,11 +710,13 @@ def synthesize(
     *,
     seed: int = 0,
     clips_per_class: int = 20,
-    seconds: float = 8.0,
+    seconds: float | None = None,
     size: tuple[int, int] = (320, 240),
     fps: float = 12.5,
     progress: bool = True,
     workers: int | None = None,
+    weak: bool = False,
+    normal_clips: int | None = None,
 ) -> SynthSummary:
     """Write the benchmark: ``clips_per_class`` clips of every class plus ``metadata.json``.
 
@@ -704,16 +724,30 @@ def synthesize(
     one per CPU core) started with ``spawn``, so a script calling this needs the usual
     ``if __name__ == "__main__":`` guard; ``workers=1`` stays in this process. The output does
     not depend on the number of workers: the same arguments give the same decoded content.
+
+    ``weak=True`` writes the weakly labelled variant: longer clips (default 30 s instead of 8 s)
+    in which the anomaly fills 10-30% of the clip, so a video-level label ("somewhere in here")
+    leaves most of an anomalous clip normal; ``normal_clips`` (default: as many as all the
+    anomalous clips together, about half of XD-Violence's training videos are normal too)
+    normal clips. Every clip's ``interval`` in ``metadata.json`` is the frame-level truth.
     """
+    weak_default = WEAK_SECONDS if weak else 8.0
+    seconds = weak_default if seconds is None else seconds
     if seconds < 2.0:
         raise ValueError(f"seconds must be at least 2 to hold an anomaly interval, got {seconds}")
     if size[0] % 2 or size[1] % 2:
         raise ValueError(f"size must be an even (width, height) for H.264 yuv420p, got {size}")
     out_dir = Path(out_dir)
+    anomaly_s = (WEAK_ANOMALY_FRACTION[0] * seconds, WEAK_ANOMALY_FRACTION[1] * seconds) if weak else (2.5, 4.0)
+    counts = {name: clips_per_class for name in CLASSES}
+    if weak:
+        counts["normal"] = (len(CLASSES) - 1) * clips_per_class if normal_clips is None else normal_clips
+    elif normal_clips is not None:
+        raise ValueError("normal_clips applies to the weakly labelled variant only (weak=True)")
     jobs = [
-        _Job(out_dir, name, c, k, clip_seed(seed, c, k), seconds, tuple(size), fps)
+        _Job(out_dir, name, c, k, clip_seed(seed, c, k), seconds, tuple(size), fps, anomaly_s)
         for c, name in enumerate(CLASSES)
-        for k in range(clips_per_class)
+        for k in range(counts[name])
     ]
     workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
     bar = tqdm(total=len(jobs), desc="synth", unit="clip", disable=not progress)
@@ -734,6 +768,9 @@ def synthesize(
         "seed": seed,
         "clips_per_class": clips_per_class,
         "seconds": seconds,
+        "weak": weak,
+        "anomaly_seconds": [round(v, 3) for v in anomaly_s],
+        "clip_counts": counts,
         "size": list(size),
         "fps": fps,
         "audio_rate": AUDIO_RATE,

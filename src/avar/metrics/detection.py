@@ -4,6 +4,14 @@ and the regularity score of Tariq et al. (2024, Eq. 3-4).
 Every function takes per-frame ``labels`` (1/True = anomalous, the positive class) and
 ``scores`` (higher = more anomalous), pooled over however many videos the caller chose.
 Plain numpy; the tests check the numbers against scikit-learn.
+
+Average precision comes two ways, because the weakly supervised literature reports both:
+``average_precision`` is the step-wise sum ``sum_n (R_n - R_{n-1}) P_n`` (scikit-learn's
+``average_precision_score``); ``xd_average_precision`` is the XD-Violence protocol, the
+trapezoidal area under ``precision_recall_curve`` (the official code's ``auc(recall,
+precision)``), which interpolates linearly between points and also counts the segment up to
+the curve's (recall 0, precision 1) end point, so the two differ slightly. ``expand_to_frames``
+turns per-step (snippet) scores into per-frame ones, as both protocols score frames.
 """
 
 from __future__ import annotations
@@ -12,16 +20,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avar.metrics.classification import _binary_inputs, _safe_divide, roc_auc
+from avar.metrics.classification import _binary_inputs, _safe_divide, average_precision, roc_auc
 
 __all__ = [
     "ThresholdMetrics",
+    "average_precision",
     "equal_error_rate",
+    "expand_to_frames",
     "minmax_normalize",
+    "precision_recall_curve",
     "regularity_score",
     "roc_auc",
     "roc_curve",
     "threshold_metrics",
+    "xd_average_precision",
 ]
 
 
@@ -120,3 +132,56 @@ def regularity_score(errors: np.ndarray) -> np.ndarray:
     regular frame, 0 for its least. Low regularity means anomalous.
     """
     return 1.0 - minmax_normalize(errors)
+
+
+def precision_recall_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(precision, recall, thresholds)`` as ``sklearn.metrics.precision_recall_curve`` gives them.
+
+    One point per distinct score (a frame counts as positive when ``score >= threshold``),
+    thresholds rising, then the end point ``precision = 1, recall = 0`` with no threshold.
+    """
+    y, s = _binary_inputs(labels, scores)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        raise ValueError("a precision-recall curve needs at least one anomalous frame, got none")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.cumsum(y)[last_of_run]
+    precision = tps / (last_of_run + 1)
+    recall = tps / n_pos
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], s[last_of_run][::-1]
+
+
+def xd_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The XD-Violence AP: trapezoidal area under the precision-recall curve.
+
+    Equals ``sklearn.metrics.auc(recall, precision)`` on ``precision_recall_curve``'s output,
+    the computation of the benchmark's official evaluation (Wu et al., ECCV 2020).
+    """
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(np.sum(-np.diff(recall) * (precision[1:] + precision[:-1]) / 2.0))
+
+
+def expand_to_frames(step_scores: np.ndarray, frames_per_step: float, n_frames: int | None = None) -> np.ndarray:
+    """Per-frame scores from per-step ones: frame ``k`` takes the score of the step it falls in.
+
+    ``frames_per_step`` is the step length in frames (16 for XD-Violence's I3D snippets, so
+    every score is repeated 16 times; ``step_s * fps`` in general, need not be whole).
+    ``n_frames`` defaults to ``floor(T * frames_per_step)``; frames past the last step take
+    the last step's score.
+    """
+    scores = np.asarray(step_scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"step_scores must be a non-empty 1-D array, got shape {scores.shape}")
+    if frames_per_step <= 0:
+        raise ValueError(f"frames_per_step must be > 0, got {frames_per_step}")
+    if abs(frames_per_step - round(frames_per_step)) < 1e-4:
+        # A step given in rounded seconds (0.666667 s at 24 fps) still spans whole frames.
+        frames_per_step = round(frames_per_step)
+    if n_frames is None:
+        n_frames = int(np.floor(scores.size * frames_per_step + 1e-6))
+    # The small offset keeps exact boundaries (frame 16 of 16-frame steps) from falling back
+    # into the previous step through rounding.
+    step = np.floor((np.arange(n_frames) + 1e-6) / frames_per_step).astype(np.int64)
+    return scores[np.minimum(step, scores.size - 1)]

@@ -14,8 +14,10 @@ A run directory holds no pickle::
 
 from __future__ import annotations
 
+import ctypes
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,6 +91,26 @@ class AETrainConfig:
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         if self.epochs < 0 or self.audio_epochs < 0 or self.batch_size < 1 or not self.strides or min(self.strides) < 1:
             raise ValueError("epochs must be >= 0, batch_size >= 1 and strides a non-empty list of integers >= 1")
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
+
+    Every training step of the visual model allocates and frees activations of 100+ MB. By
+    default glibc serves blocks that large with fresh ``mmap`` pages and unmaps them on free,
+    so each step pays hundreds of thousands of page faults (measured here: a third of a
+    step's time spent in the kernel, more with two threads). Turning ``mmap`` off for
+    allocations and raising the trim threshold makes freed blocks reusable; the process's
+    resident memory then stays at its peak. A no-op returning False off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        # mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2 GiB - 1); both return 1 on success.
+        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_precision(precision: str) -> str:
@@ -343,6 +365,7 @@ def train_autoencoder(
     dataset = data if isinstance(data, FrameDataset) else open_frame_dataset(data, audio_dir=audio_dir, seed=config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
+    retain_freed_memory()
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)

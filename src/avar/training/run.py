@@ -101,6 +101,9 @@ class Run:
             if not (root / name).is_file():
                 raise FileNotFoundError(f"{root}: missing {name}; is this a run directory made by `avar train`?")
         meta = json.loads((root / CONFIG_FILE).read_text())
+        if meta.get("method", "avarnet") != "avarnet":
+            raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; it scores anomalies "
+                             f"without classes: use `avar evaluate {root} FEATURES_DIR` for its frame-level metrics")
         tensors = load_file(str(root / MODEL_FILE))
         norm = Normalization(*(tensors.pop(f"norm.{n}").numpy() for n in ("video_mean", "video_std", "audio_mean", "audio_std")))
         config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
