@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from avar.evaluate_detection import evaluate_autoencoder
-from avar.training.autoencoder import AETrainConfig, train_autoencoder
+from avar.training.autoencoder import SCORERS, AETrainConfig, train_autoencoder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd-ped2"
 
@@ -33,13 +33,14 @@ def main() -> None:
     parser.add_argument("--out", help="RUN_DIR to keep (default: a temporary folder)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    parser.add_argument("--score", choices=("frame", "patch"), default=defaults.score)
+    parser.add_argument("--score", choices=SCORERS, default=defaults.score)
+    parser.add_argument("--smooth", type=int, default=defaults.smooth, help="frames each score is averaged over")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=defaults.precision)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
     args = parser.parse_args()
 
-    config = AETrainConfig(modality="v", epochs=args.epochs, threads=args.threads, score=args.score,
+    config = AETrainConfig(modality="v", epochs=args.epochs, threads=args.threads, score=args.score, smooth=args.smooth,
                            precision=args.precision, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.out) if args.out else Path(tmp) / "run"
@@ -56,6 +57,9 @@ def main() -> None:
         "floor_auc": report.floor_auc,
         "floor_eer": report.floor_eer,
         "floor_mean_auc": report.floor_mean_auc,
+        "floor_smoothed_auc": report.floor_smoothed_auc,
+        "smooth": report.smooth,
+        "scorers": report.scorers,
         "train_seconds": round(train_wall, 1),
         "model_train_seconds": run.meta["video_train_seconds"],
         "eval_seconds": report.eval_seconds,

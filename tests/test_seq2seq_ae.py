@@ -26,7 +26,14 @@ from avar.models.seq2seq_ae import (
     VideoAEConfig,
     VideoSeq2SeqAE,
 )
-from avar.training.autoencoder import AERun, AETrainConfig, scoring_windows, train_autoencoder, training_windows
+from avar.training.autoencoder import (
+    AERun,
+    AETrainConfig,
+    scoring_windows,
+    smooth_scores,
+    train_autoencoder,
+    training_windows,
+)
 
 PED2 = Path(os.environ.get("AVAR_PED2", Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd-ped2"))
 needs_ped2 = pytest.mark.skipif(not (PED2 / "training").is_dir(), reason=f"UCSD Ped2 not found at {PED2} (set AVAR_PED2)")
@@ -125,6 +132,12 @@ def test_joint_model_follows_table_4():
     assert net(torch.rand(5, 2)).shape == (5,)
 
 
+def test_smoothing_averages_the_frames_around_each_frame():
+    scores = np.array([0.0, 0.0, 9.0, 0.0, 0.0, 3.0])
+    assert np.allclose(smooth_scores(scores, 3), [0, 3, 3, 3, 1, 2])
+    assert np.array_equal(smooth_scores(scores, 1), scores)
+
+
 def test_training_windows_use_strides_one_two_three():
     windows = training_windows(40, 10, (1, 2, 3))
     steps = sorted({int(np.diff(w)[0]) for w in windows})
@@ -162,11 +175,13 @@ def test_autoencoder_trained_on_normal_motion_flags_abnormal_motion(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())["video"]
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     dataset = open_frame_dataset(tmp_path / "toy")
-    normal, abnormal = (run.frame_errors(load_video(v, 16))["video_frame"] for v in dataset.split("test"))
-    assert abnormal.mean() > 2 * normal.mean()
+    normal, abnormal = (run.frame_errors(load_video(v, 16)) for v in dataset.split("test"))
+    assert abnormal["video_frame"].mean() > 2 * normal["video_frame"].mean()
+    assert abnormal["video_motion"].mean() > 2 * normal["video_motion"].mean()
+    assert all(len(v) == 24 for v in abnormal.values())
     # the run directory reloads to the same scores and holds no pickle
     again = AERun.load(tmp_path / "run").frame_errors(load_video(dataset.split("test")[1], 16))["video_frame"]
-    assert np.allclose(again, abnormal, atol=1e-5)
+    assert np.allclose(again, abnormal["video_frame"], atol=1e-5)
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"video.safetensors", "config.json", "history.json"}
 
 
@@ -276,7 +291,8 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
     report = json.loads(capsys.readouterr().out)
     assert {"frame_auc", "eer", "floor_auc", "precision", "recall", "accuracy", "f1", "gamma"} <= set(report)
     assert report["n_frames"] == 40 and report["n_anomalous"] == 10 and report["n_videos"] == 2
-    assert report["score"] == "video_patch" and {"video_frame", "video_patch", "floor", "floor_mean"} <= set(report["scorers"])
+    assert report["score"] == "video_motion" and report["smooth"] == 10
+    assert {"video_frame", "video_patch", "video_motion", "floor", "floor_mean", "floor_smoothed"} <= set(report["scorers"])
     assert 0 <= report["frame_auc"] <= 1 and 0 <= report["eer"] <= 1
     assert report["threshold_source"].startswith("paper Table 6") and report["audio_pairing"].startswith("none")
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())
@@ -286,7 +302,7 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
     with (run_dir / "frame_scores.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     for video in ("testing/01", "testing/02"):
-        scores = np.array([float(r["video_patch"]) for r in rows if r["video"] == video])
+        scores = np.array([float(r["video_motion"]) for r in rows if r["video"] == video])
         regularity = 1 - scores
         assert regularity.min() == pytest.approx(0) and regularity.max() == pytest.approx(1)
 
@@ -297,7 +313,7 @@ def test_audio_visual_run_states_its_pairing_and_fuses_late(mini_ped2, tmp_path)
     assert run.meta["audio_pairing"].startswith("paired")
     report = evaluate_autoencoder(tmp_path / "run", mini_ped2 / "data", tmp_path / "eval", plots=False, progress=False)
     assert report.score == "joint" and report.audio_pairing.startswith("paired")
-    assert {"audio_frame", "video_patch", "fused_mean", "joint", "joint_frame"} <= set(report.scorers)
+    assert {"audio_frame", "video_motion", "fused_mean", "joint", "joint_frame", "joint_patch"} <= set(report.scorers)
     assert report.threshold_source == "joint model probability 0.5"
     # the buzz from frame 10 of testing/01 is what the acoustic model cannot reconstruct
     assert report.scorers["audio_frame"]["auc"] > 0.8

@@ -142,7 +142,7 @@ def cmd_evaluate(args) -> int:
         from avar.evaluate_detection import evaluate_autoencoder
 
         report = evaluate_autoencoder(args.run_dir, args.data, args.out, gamma=args.gamma, score=args.score,
-                                      audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
+                                      smooth=args.smooth, audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
         if args.json:
             _print_json(report.to_dict())
         else:
@@ -421,8 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="autoencoder: DATA_DIR, frame folders (training/frames/<video>/*.jpg, e.g. UCSD Ped2) "
                                   "or class folders of videos whose normal/ clips are the training data")
     p.add_argument("--audio", help="autoencoder: AUDIO_DIR/<training|testing>/<video>.wav paired with frame folders")
-    p.add_argument("--score", choices=("frame", "patch"),
-                   help="autoencoder: frame error (paper Eq. 3) or worst grid patch (default patch)")
+    p.add_argument("--score", choices=("frame", "patch", "motion"),
+                   help="autoencoder: frame error (paper Eq. 3), worst grid patch, or worst patch of the "
+                        "frame-to-frame change (default motion)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="autoencoder: arithmetic (default auto)")
     p.add_argument("--threads", type=int, help="autoencoder, avaca/mil: torch CPU threads (default: all cores)")
     p.add_argument("--head", choices=list(HEADS), default="mtcn", help="mtcn = AVAR-Net; the rest are Table 2's baselines")
@@ -430,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=FUSIONS, default="early", help="early: concatenate; late: fuse per-stream probabilities")
     p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
     p.add_argument("--seq-len", type=int, default=10)
-    p.add_argument("--epochs", type=int, help="default 50 (avarnet), 8 (autoencoder) or 100 (avaca/mil)")
+    p.add_argument("--epochs", type=int, help="default 50 (avarnet), 6 (autoencoder) or 100 (avaca/mil)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="default 1e-2 (avarnet), 1e-3 (autoencoder) or 1e-4 (avaca/mil)")
     p.add_argument("--batch-size", type=int, help="default 32 (avarnet), 10 sequences (autoencoder) or 16 videos, half normal (avaca/mil)")
@@ -459,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", help="autoencoder runs: AUDIO_DIR paired with frame folders (default: the training one)")
     p.add_argument("--gamma", type=float, help="autoencoder runs: regularity threshold (default: chosen on labelled "
                                                 "validation videos, else paper Table 6)")
-    p.add_argument("--score", choices=("frame", "patch"), help="autoencoder runs: override the run's scorer")
+    p.add_argument("--score", choices=("frame", "patch", "motion"), help="autoencoder runs: override the run's scorer")
+    p.add_argument("--smooth", type=int, help="autoencoder runs: frames each score is averaged over (default 10)")
     p.add_argument("--no-plots", action="store_true", help="autoencoder and avaca/mil runs: skip the per-video score plots")
     p.add_argument("--annotations", help="avaca/mil runs: frame truth for caches without it (avar synth's metadata.json "
                                          "or an XD-Violence annotations.txt)")

@@ -27,7 +27,7 @@ from avar.metrics.detection import equal_error_rate, minmax_normalize, roc_auc, 
 from avar.models.frame_difference import frame_difference_scores
 from avar.models.seq2seq_ae import JointConfig, JointFusionNet
 from avar.report.plots import plot_frame_scores
-from avar.training.autoencoder import AERun, retain_freed_memory
+from avar.training.autoencoder import SCORERS, AERun, retain_freed_memory, smooth_scores
 
 PAPER_GAMMA = {"v": 0.92, "a": 0.85}
 """Regularity thresholds of paper Table 6 for UCSD Ped2 (video 0.92, audio 0.85)."""
@@ -35,6 +35,8 @@ JOINT_GAMMA = 0.5
 """Regularity threshold of the joint model: its output is a probability, so 0.5."""
 FLOOR = "floor"
 FLOOR_MEAN = "floor_mean"
+FLOOR_SMOOTHED = "floor_smoothed"
+_META = ("video", "labels", "fps")
 
 
 @dataclass
@@ -70,6 +72,11 @@ class DetectionEvaluation:
     floor_eer: float
     floor_mean_auc: float
     """The same floor with the global mean difference instead of the busiest cell."""
+    smooth: int
+    """Frames each model score was averaged over (centred); 1 = none."""
+    floor_smoothed_auc: float | None
+    """The floor averaged over the same ``smooth`` frames as the model: the like-for-like
+    comparison (None when ``smooth`` is 1)."""
     scorers: dict[str, dict[str, float]]
     """``{name: {"auc", "eer"}}`` for every scorer computed (model variants, fusions, floors)."""
     per_video: list[dict]
@@ -85,7 +92,8 @@ class DetectionEvaluation:
         fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
         lines = [
             f"Frame-level detection: {self.n_frames} frames of {self.n_videos} test videos "
-            f"({self.n_anomalous} anomalous), all pooled. Audio: {self.audio_pairing}.",
+            f"({self.n_anomalous} anomalous), all pooled. Audio: {self.audio_pairing}. "
+            f"Model scores averaged over {self.smooth} frame(s); `floor` and `floor_mean` unsmoothed.",
             "",
             "| scorer | ROC AUC | EER |",
             "|---|---|---|",
@@ -155,29 +163,31 @@ def cross_fit_joint(features: list[np.ndarray], labels: list[np.ndarray], *, fol
     return out
 
 
-def _score_split(run: AERun, videos: list[FrameVideo], progress: bool, desc: str) -> dict:
-    """Raw errors, floor scores and labels of every video in ``videos``."""
+def _score_split(run: AERun, videos: list[FrameVideo], smooth: int, progress: bool, desc: str) -> dict:
+    """Errors (averaged over ``smooth`` frames), floor scores and labels of every video in ``videos``."""
     rows: dict[str, list] = {"video": [], "labels": [], "fps": [], FLOOR: [], FLOOR_MEAN: []}
     use_audio = run.audio_model is not None
     for video in tqdm(videos, desc=desc, disable=not progress, leave=False):
         loaded = load_video(video, run.frame_size, keep_native=True, audio_rate=SPECTRAL_RATE if use_audio else None)
         errors = run.frame_errors(loaded)
         for key, value in errors.items():
-            rows.setdefault(key, []).append(value)
+            rows.setdefault(key, []).append(smooth_scores(value, smooth))
         rows["video"].append(video.video_id)
         rows["labels"].append(loaded.labels)
         rows["fps"].append(loaded.fps)
         rows[FLOOR].append(frame_difference_scores(loaded.native, reduce="max"))
         rows[FLOOR_MEAN].append(frame_difference_scores(loaded.native, reduce="mean"))
+        if smooth > 1:
+            rows.setdefault(FLOOR_SMOOTHED, []).append(smooth_scores(rows[FLOOR][-1], smooth))
     return rows
 
 
 def _anomaly_scores(rows: dict, run: AERun, video_key: str, val_rows: dict | None, seed: int) -> dict[str, list[np.ndarray]]:
     """Per-video min-max normalised errors (``1 - s_r``), plus the fusions for modality av."""
-    keys = [k for k in rows if k not in ("video", "labels", "fps")]
+    keys = [k for k in rows if k not in _META]
     scores = {k: [minmax_normalize(v) for v in rows[k]] for k in keys}
     if run.audio_model is not None and run.video_model is not None:
-        for variant in ("video_frame", "video_patch"):
+        for variant in ("video_frame", "video_patch", "video_motion"):
             suffix = "" if variant == video_key else f"_{variant.split('_')[1]}"
             scores[f"fused_mean{suffix}"] = [(a + v) / 2 for a, v in zip(scores["audio_frame"], scores[variant])]
             features = _fusion_features(scores, variant)
@@ -211,6 +221,7 @@ def evaluate_autoencoder(
     *,
     gamma: float | None = None,
     score: str | None = None,
+    smooth: int | None = None,
     audio_dir: Path | str | None = None,
     plots: bool = True,
     progress: bool = True,
@@ -220,14 +231,18 @@ def evaluate_autoencoder(
     ``gamma`` is the regularity threshold (a frame is anomalous when ``s_r < gamma``); without
     it, gamma is chosen for the best F1 on labelled validation videos when the dataset has them,
     else paper Table 6's (0.92 video, 0.85 audio; 0.5 for the joint model's probability), and
-    the source is stated. ``score`` overrides the run's scorer (``frame`` or ``patch``).
+    the source is stated. ``score`` overrides the run's scorer (``frame``, ``patch`` or
+    ``motion``) and ``smooth`` its averaging window in frames.
     ``audio_dir`` defaults to the one the run was trained with.
     """
     started = time.perf_counter()
     run = AERun.load(run_dir)
     score = score or run.config.score
-    if score not in ("frame", "patch"):
-        raise ValueError(f"score must be 'frame' or 'patch', got {score!r}")
+    if score not in SCORERS:
+        raise ValueError(f"score must be one of {SCORERS}, got {score!r}")
+    smooth = run.config.smooth if smooth is None else smooth
+    if smooth < 1:
+        raise ValueError(f"smooth must be >= 1 frame, got {smooth}")
     if run.config.threads:
         torch.set_num_threads(run.config.threads)
     retain_freed_memory()
@@ -241,8 +256,8 @@ def evaluate_autoencoder(
         raise ValueError(f"{dataset.root}: test videos {unlabelled[:3]} have no frame labels; add test_frame_labels.csv")
     vals = [v for v in dataset.split("val") if v.labelled]
     video_key = f"video_{score}"
-    rows = _score_split(run, tests, progress, "scoring test videos")
-    val_rows = _score_split(run, vals, progress, "scoring validation videos") if vals else None
+    rows = _score_split(run, tests, smooth, progress, "scoring test videos")
+    val_rows = _score_split(run, vals, smooth, progress, "scoring validation videos") if vals else None
     val_labels = np.concatenate(val_rows["labels"]) if val_rows else None
     if val_rows is not None and (val_labels.all() or not val_labels.any()):
         val_rows = None  # supervised choices need both classes
@@ -282,7 +297,8 @@ def evaluate_autoencoder(
     plot_paths = []
     if plots:
         for i, vid in enumerate(rows["video"]):
-            curves = {f"model ({primary})": scores[primary][i], "floor (frame difference)": scores[FLOOR][i]}
+            floor = FLOOR_SMOOTHED if FLOOR_SMOOTHED in scores else FLOOR
+            curves = {f"model ({primary})": scores[primary][i], "floor (frame difference)": scores[floor][i]}
             path = out / "plots" / f"{vid.replace('/', '_')}.png"
             auc = per_video[i]["auc"]
             detail = f"AUC {auc:.3f}" if auc is not None else "every frame is one class, no per-video AUC"
@@ -300,7 +316,8 @@ def evaluate_autoencoder(
         frame_auc=scorers[primary]["auc"], eer=scorers[primary]["eer"], gamma=float(gamma),
         threshold_source=source, threshold=float(1.0 - gamma), precision=at.precision, recall=at.recall,
         accuracy=at.accuracy, f1=at.f1, floor_auc=scorers[FLOOR]["auc"], floor_eer=scorers[FLOOR]["eer"],
-        floor_mean_auc=scorers[FLOOR_MEAN]["auc"], scorers=scorers, per_video=per_video,
+        floor_mean_auc=scorers[FLOOR_MEAN]["auc"], smooth=smooth,
+        floor_smoothed_auc=scorers[FLOOR_SMOOTHED]["auc"] if FLOOR_SMOOTHED in scorers else None, scorers=scorers, per_video=per_video,
         eval_seconds=round(time.perf_counter() - started, 2), plots=plot_paths, train=train,
     )
     write_json_atomic(out / "eval_frames.json", report.to_dict())
@@ -309,7 +326,7 @@ def evaluate_autoencoder(
 
 
 def _write_frame_scores(path: Path, rows: dict, scores: dict[str, list[np.ndarray]]) -> None:
-    raw_keys = [k for k in rows if k not in ("video", "labels", "fps")]
+    raw_keys = [k for k in rows if k not in _META]
     names = list(scores)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
