@@ -23,10 +23,10 @@ from avar.datasets.framefolders import FrameVideo, load_video, open_frame_datase
 from avar.features.cache import write_json_atomic
 from avar.features.spectral import SPECTRAL_RATE
 from avar.metrics.classification import _json_ready
-from avar.metrics.detection import equal_error_rate, minmax_normalize, roc_auc, threshold_metrics
+from avar.metrics.detection import equal_error_rate, minmax_normalize, roc_auc, roc_curve, threshold_metrics
 from avar.models.frame_difference import frame_difference_scores
 from avar.models.seq2seq_ae import JointConfig, JointFusionNet
-from avar.report.plots import plot_frame_scores
+from avar.report.plots import plot_frame_scores, plot_roc
 from avar.training.autoencoder import SCORERS, AERun, retain_freed_memory, smooth_scores
 
 PAPER_GAMMA = {"v": 0.92, "a": 0.85}
@@ -284,26 +284,30 @@ def evaluate_autoencoder(
         gamma, source = PAPER_GAMMA[run.config.modality], "paper Table 6 (UCSD Ped2)"
     at = threshold_metrics(labels, pooled[primary], 1.0 - gamma)
 
+    floor = FLOOR_SMOOTHED if FLOOR_SMOOTHED in scores else FLOOR  # like for like with the model's smoothing
     per_video = []
     for i, vid in enumerate(rows["video"]):
         y = rows["labels"][i]
         per_video.append({
             "video": vid, "frames": int(len(y)), "anomalous": int(y.sum()),
             "auc": roc_auc(y, scores[primary][i]) if 0 < y.sum() < len(y) else None,
-            "floor_auc": roc_auc(y, scores[FLOOR][i]) if 0 < y.sum() < len(y) else None,
+            "floor_auc": roc_auc(y, scores[floor][i]) if 0 < y.sum() < len(y) else None,
         })
     out = Path(out_dir) if out_dir else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = []
     if plots:
         for i, vid in enumerate(rows["video"]):
-            floor = FLOOR_SMOOTHED if FLOOR_SMOOTHED in scores else FLOOR
             curves = {f"model ({primary})": scores[primary][i], "floor (frame difference)": scores[floor][i]}
             path = out / "plots" / f"{vid.replace('/', '_')}.png"
             auc = per_video[i]["auc"]
             detail = f"AUC {auc:.3f}" if auc is not None else "every frame is one class, no per-video AUC"
             plot_frame_scores(curves, rows["labels"][i], path, threshold=1.0 - gamma, title=f"{vid}: {detail}")
             plot_paths.append(str(path))
+        shown = dict.fromkeys([primary, "video_frame", FLOOR_SMOOTHED, FLOOR])  # ordered, no repeats
+        roc = {f"{k} (AUC {scorers[k]['auc']:.3f})": roc_curve(labels, pooled[k])[:2] for k in shown if k in pooled}
+        path = plot_roc(roc, out / "plots" / "roc.png", title=f"{labels.size} test frames of {len(tests)} videos, pooled")
+        plot_paths.append(str(path))
     _write_frame_scores(out / "frame_scores.csv", rows, scores)
     meta = run.meta
     train = {k: meta.get(k) for k in ("train_seconds", "video_train_seconds", "audio_train_seconds", "precision",

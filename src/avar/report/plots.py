@@ -141,10 +141,33 @@ def plot_frame_scores(
         ax.axhline(threshold, color="tab:blue", linewidth=0.8, linestyle=":", label="threshold")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(-0.5, truth.size - 0.5)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("anomaly score")
+    return _finish_line_plot(fig, ax, path, "frame", "anomaly score", "upper left", title)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str | None = None) -> Path:
+    """ROC curves on one set of axes: ``curves`` maps a legend name to ``(fpr, tpr)``.
+
+    The first curve is drawn solid and bold, the rest thinner; the chance diagonal is dotted.
+    """
+    if not curves:
+        raise ValueError("plot_roc needs at least one curve")
+    fig = new_figure(4.2, 4.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
+    for k, (name, (fpr, tpr)) in enumerate(curves.items()):
+        style = {"color": "black", "linewidth": 1.8} if k == 0 else {"linewidth": 1.0}
+        ax.plot(np.asarray(fpr), np.asarray(tpr), label=name, **style)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    return _finish_line_plot(fig, ax, path, "false positive rate", "true positive rate", "lower right", title)
+
+
+def _finish_line_plot(fig: Figure, ax, path: str | Path, xlabel: str, ylabel: str, legend: str, title: str | None) -> Path:
+    """Axis labels, grid, a small legend at ``legend``, the optional title; saved to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.8)
+    ax.legend(loc=legend, fontsize=7, framealpha=0.8)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -54,8 +54,8 @@ class AETrainConfig:
     """'v' visual model only, 'a' acoustic only, 'av' both (fused at evaluation)."""
     epochs: int = 6
     """Passes over the training sequences. The paper trains Ped2's visual model for 300 epochs on
-    a GPU; 6 keep the Ped2 run inside 30 minutes on 2 CPU cores (about 4 minutes each), and
-    more did not raise the AUC here (docs/autoencoder.md)."""
+    a GPU; 6 keep the Ped2 run inside 30 minutes on 2 CPU cores (25 min measured,
+    docs/autoencoder.md)."""
     audio_epochs: int = 50
     """Epochs of the acoustic model (paper Table 6: 50 on Ped2); it is small and cheap."""
     batch_size: int = 10
