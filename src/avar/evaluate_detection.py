@@ -3,8 +3,9 @@
 Scores every test frame, pools the frames of all test videos, and reports ROC AUC, EER and
 precision / recall / accuracy / F1 at a threshold, for the run's scorer and, always beside
 it, for the learning-free floor (:mod:`avar.models.frame_difference`). Writes
-``eval_frames.json``, ``eval_frames.md``, ``frame_scores.csv`` and one score plot per test
-video (ground truth shaded) into the output directory.
+``eval_frames.json``, ``eval_frames.md``, ``frame_scores.csv``, one score plot per test
+video (ground truth shaded) and the pooled ROC curves (``plots/roc.png``) into the output
+directory.
 """
 
 from __future__ import annotations
