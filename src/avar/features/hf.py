@@ -110,3 +110,28 @@ def load_pretrained(model_cls: type[ModelT], name: str, source: str) -> ModelT:
         return model_cls.from_pretrained(source)
     except OSError as err:
         raise WeightsUnavailableError(name, source, f"download failed ({err})") from err
+
+
+class HubBackbone:
+    """Mixin for extractors whose weights are a Hugging Face model (hub id or local folder).
+
+    Subclasses set ``name`` and ``default_source`` and build their model with ``_hub_model``.
+    """
+
+    name: str
+    default_source: str
+
+    @classmethod
+    def available_offline(cls, weights: str | None = None) -> bool:
+        """True when ``weights`` (default: the hub id) is a local model or in the HF cache."""
+        return weights_available_offline(weights or cls.default_source)
+
+    def _hub_model(self, model_cls: type[ModelT], config_cls: type, weights: str | None, random_weights: bool) -> ModelT:
+        """The pretrained model from ``weights`` (default ``default_source``), or ``config_cls()``'s
+        architecture with random weights; sets ``source`` and ``weights_location``."""
+        self.source = "random" if random_weights else weights or self.default_source
+        if random_weights:
+            return model_cls(config_cls())
+        model = load_pretrained(model_cls, self.name, self.source)
+        self.weights_location = weights_folder(self.source)
+        return model

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from avar.features.frames import check_frames, resize_frames
-from avar.features.hf import load_pretrained, weights_available_offline, weights_folder
+from avar.features.hf import HubBackbone
 from avar.features.runtime import TorchBackbone, calibrated_random_init
 
 
@@ -24,7 +24,7 @@ class _Pooled(nn.Module):
         return self.model(pixel_values=pixels).pooler_output
 
 
-class MobileViTExtractor(TorchBackbone):
+class MobileViTExtractor(HubBackbone, TorchBackbone):
     """Frames -> MobileViT ``pooler_output`` (640-d for ``apple/mobilevit-small``).
 
     Preprocessing follows ``MobileViTImageProcessor`` except for its shortest-edge resize
@@ -48,22 +48,12 @@ class MobileViTExtractor(TorchBackbone):
     batch_size = 32
     fast_runtime = "onnx"
 
-    @classmethod
-    def available_offline(cls, weights: str | None = None) -> bool:
-        """True when ``weights`` (default: the hub id) is a local model or in the HF cache."""
-        return weights_available_offline(weights or cls.default_source)
-
     def __init__(self, weights: str | None = None, device: str = "cpu", random_weights: bool = False):
-        self.source = "random" if random_weights else weights or self.default_source
         # Imported here: transformers takes seconds to import, which `avar extractors`
         # and the offline extractors should not pay.
         from transformers import MobileViTConfig, MobileViTModel
 
-        if random_weights:
-            model = MobileViTModel(MobileViTConfig())
-        else:
-            model = load_pretrained(MobileViTModel, self.name, self.source)
-            self.weights_location = weights_folder(self.source)
+        model = self._hub_model(MobileViTModel, MobileViTConfig, weights, random_weights)
         config = model.config
         self.dim = config.neck_hidden_sizes[-1]
         side = config.image_size if isinstance(config.image_size, int) else config.image_size[0]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from avar.features.base import AUDIO_RATE
-from avar.features.hf import load_pretrained, weights_available_offline, weights_folder
+from avar.features.hf import HubBackbone
 from avar.features.runtime import TorchBackbone
 
 NORM_EPS = 1e-7
@@ -33,7 +33,7 @@ class _MeanHidden(nn.Module):
         return self.model(input_values=waveforms).last_hidden_state.mean(dim=1)
 
 
-class Wav2Vec2Extractor(TorchBackbone):
+class Wav2Vec2Extractor(HubBackbone, TorchBackbone):
     """Waveforms (16 kHz) -> last hidden state of wav2vec 2.0, mean-pooled over time.
 
     Each row is normalised to zero mean and unit variance, as ``Wav2Vec2FeatureExtractor``
@@ -52,22 +52,12 @@ class Wav2Vec2Extractor(TorchBackbone):
     batch_size = 16
     fast_runtime = "bf16"
 
-    @classmethod
-    def available_offline(cls, weights: str | None = None) -> bool:
-        """True when ``weights`` (default: the hub id) is a local model or in the HF cache."""
-        return weights_available_offline(weights or cls.default_source)
-
     def __init__(self, weights: str | None = None, device: str = "cpu", random_weights: bool = False):
-        self.source = "random" if random_weights else weights or self.default_source
         # Imported here: transformers takes seconds to import, which `avar extractors`
         # and the offline extractors should not pay.
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-        if random_weights:
-            model = Wav2Vec2Model(Wav2Vec2Config())
-        else:
-            model = load_pretrained(Wav2Vec2Model, self.name, self.source)
-            self.weights_location = weights_folder(self.source)
+        model = self._hub_model(Wav2Vec2Model, Wav2Vec2Config, weights, random_weights)
         config = model.config
         self.dim = config.hidden_size
         self.min_samples = encoder_receptive_field(config.conv_kernel, config.conv_stride)
