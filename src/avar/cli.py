@@ -13,6 +13,15 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=1, allow_nan=False))
 
 
+def _emit(args, payload, text: str) -> int:
+    """Print ``payload`` as JSON under ``--json``, else ``text``; the command's exit status (0)."""
+    if args.json:
+        _print_json(payload)
+    else:
+        print(text)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from avar.media.synth import synthesize
 
@@ -77,12 +86,8 @@ def cmd_train(args) -> int:
                          batch_size=args.batch_size, head={k: v for k, v in flags.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes, **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds")}}
-    if args.json:
-        _print_json(info)
-    else:
-        print(f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
-              f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
-    return 0
+    return _emit(args, info, f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
+                             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
 
 
 def cmd_train_weak(args) -> int:
@@ -108,12 +113,8 @@ def cmd_train_weak(args) -> int:
     run = train_weak(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "method": args.method,
             **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "n_train")}}
-    if args.json:
-        _print_json(info)
-    else:
-        print(f"saved {args.out}: {args.method}, {info['params']:,} parameters, best epoch {info['best_epoch']}, "
-              f"{info['train_seconds']:.1f} s")
-    return 0
+    return _emit(args, info, f"saved {args.out}: {args.method}, {info['params']:,} parameters, "
+                             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
 
 
 def cmd_train_autoencoder(args) -> int:
@@ -129,12 +130,8 @@ def cmd_train_autoencoder(args) -> int:
     run = train_autoencoder(args.data, args.out, config, audio_dir=args.audio, progress=not args.quiet)
     info = {"run_dir": str(args.out), "modality": config.modality, "audio_pairing": run.meta["audio_pairing"],
             **{k: run.meta.get(k) for k in ("video_params", "audio_params", "precision", "train_seconds")}}
-    if args.json:
-        _print_json(info)
-    else:
-        print(f"saved {args.out}: autoencoder ({config.modality}), {info['train_seconds']:.1f} s "
-              f"on {run.meta['torch_threads']} threads ({info['precision']}); audio: {info['audio_pairing']}")
-    return 0
+    return _emit(args, info, f"saved {args.out}: autoencoder ({config.modality}), {info['train_seconds']:.1f} s "
+                             f"on {run.meta['torch_threads']} threads ({info['precision']}); audio: {info['audio_pairing']}")
 
 
 def cmd_evaluate(args) -> int:
@@ -143,11 +140,7 @@ def cmd_evaluate(args) -> int:
 
         report = evaluate_autoencoder(args.run_dir, args.data, args.out, gamma=args.gamma, score=args.score,
                                       smooth=args.smooth, audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
-        if args.json:
-            _print_json(report.to_dict())
-        else:
-            print(report.to_markdown())
-        return 0
+        return _emit(args, report.to_dict(), report.to_markdown())
     from avar.evaluate import evaluate_run
     from avar.training.weak import is_weak_run
 
@@ -160,11 +153,7 @@ def cmd_evaluate(args) -> int:
                                plots=not args.no_plots)
     else:
         report = evaluate_run(args.run_dir, args.features_dir, args.split, args.out)
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        print(report.to_markdown())
-    return 0
+    return _emit(args, report.to_dict(), report.to_markdown())
 
 
 def cmd_xd_violence(args) -> int:
@@ -210,11 +199,7 @@ def cmd_scenes(args) -> int:
                              **{k: v for k, v in given.items() if v is not None})
     result = run_scene_protocol(scenes, Path(args.out) / "runs", config, repeats=args.repeats, seed=args.seed,
                                 progress=not args.quiet)
-    if args.json:
-        _print_json(result)
-    else:
-        print(scenes_markdown(result))
-    return 0
+    return _emit(args, result, scenes_markdown(result))
 
 
 def cmd_predict(args) -> int:
