@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -15,3 +16,12 @@ def _private_avar_cache(tmp_path_factory):
         os.environ.pop("AVAR_CACHE", None)
     else:
         os.environ["AVAR_CACHE"] = old
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (small models: threads only add overhead), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -40,12 +40,7 @@ from avar.training.weak import (
 TINY = {"hidden": 16, "stage2_dim": 8, "ffn_dim": 16, "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- losses

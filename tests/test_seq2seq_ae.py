@@ -23,7 +23,6 @@ from avar.models.seq2seq_ae import (
     ConvLSTM2DCell,
     JointFusionNet,
     SpaceToDepthConv2d,
-    VideoAEConfig,
     VideoSeq2SeqAE,
 )
 from avar.training.autoencoder import (
@@ -40,12 +39,7 @@ needs_ped2 = pytest.mark.skipif(not (PED2 / "training").is_dir(), reason=f"UCSD 
 TINY_VIDEO = {"frame_size": 16, "encoder_channels": [4, 8], "lstm_channels": [8, 4, 8], "decoder_channels": [8, 4]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_convlstm_cell_and_layer_shapes_and_the_layer_is_the_cell_stepped():

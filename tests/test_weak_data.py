@@ -8,7 +8,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
 from avar.cli import main
 from avar.datasets.annotations import FrameTruth, clip_truths
@@ -20,12 +19,7 @@ from avar.scenes import mean_std, run_scene_protocol
 from avar.training.weak import WeakTrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_weak_synth_extract_train_evaluate_commands(tmp_path, capsys):
