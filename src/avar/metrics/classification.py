@@ -56,12 +56,7 @@ def average_precision(y_binary: np.ndarray, scores: np.ndarray) -> float:
     n_pos = int(y.sum())
     if n_pos == 0:
         raise ValueError("average precision needs at least one positive, got none")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    # The last index of each run of equal scores is where that threshold's counts are read.
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[last_of_run]
-    predicted = last_of_run + 1
+    _, tps, predicted = _threshold_counts(y, s)
     precision = tps / predicted
     recall = tps / n_pos
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
@@ -253,6 +248,18 @@ def _binary_inputs(y_binary: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contains NaN or infinite values")
     return y.astype(bool), s
+
+
+def _threshold_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(thresholds, true_positives, predicted_positives)`` at each distinct score, falling.
+
+    A sample counts as positive when ``score >= threshold``; tied scores enter together, so
+    counts are read at the last index of each run of equal scores after a stable sort.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    return s[last_of_run], np.cumsum(y)[last_of_run], last_of_run + 1
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

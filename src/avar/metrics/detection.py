@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avar.metrics.classification import _binary_inputs, _safe_divide, average_precision, roc_auc
+from avar.metrics.classification import _binary_inputs, _safe_divide, _threshold_counts, average_precision, roc_auc
 
 __all__ = [
     "ThresholdMetrics",
@@ -49,12 +49,9 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"a ROC curve needs positives and negatives, got {n_pos} anomalous and {n_neg} normal frames")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[last_of_run]
-    fps = (last_of_run + 1) - tps
-    return (np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, s[last_of_run]])
+    thresholds, tps, predicted = _threshold_counts(y, s)
+    fps = predicted - tps
+    return (np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, thresholds])
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -144,13 +141,10 @@ def precision_recall_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.n
     n_pos = int(y.sum())
     if n_pos == 0:
         raise ValueError("a precision-recall curve needs at least one anomalous frame, got none")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps = np.cumsum(y)[last_of_run]
-    precision = tps / (last_of_run + 1)
+    thresholds, tps, predicted = _threshold_counts(y, s)
+    precision = tps / predicted
     recall = tps / n_pos
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], s[last_of_run][::-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
 def xd_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -27,6 +27,9 @@ CONFIG_FILE = "config.json"
 LABELS_FILE = "labels.json"
 
 
+_NORM_FIELDS = ("video_mean", "video_std", "audio_mean", "audio_std")
+
+
 @dataclass
 class Normalization:
     """Per-dimension mean and std of the training steps, one pair per modality."""
@@ -41,6 +44,15 @@ class Normalization:
         v, a = np.concatenate(videos), np.concatenate(audios)
         # The floor keeps constant dimensions (e.g. a zeroed modality) at zero, not inf.
         return cls(v.mean(0), np.maximum(v.std(0), 1e-4), a.mean(0), np.maximum(a.std(0), 1e-4))
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The statistics as ``norm.<name>`` float32 tensors, saved beside a model's weights."""
+        return {f"norm.{n}": torch.from_numpy(np.ascontiguousarray(getattr(self, n), np.float32)) for n in _NORM_FIELDS}
+
+    @classmethod
+    def pop_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Normalization":
+        """Take the ``norm.*`` entries out of ``tensors`` (leaving the model's weights)."""
+        return cls(*(tensors.pop(f"norm.{n}").numpy() for n in _NORM_FIELDS))
 
     def apply(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -78,9 +90,7 @@ class Run:
     def save(self, root: Path | str) -> Path:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
-        for name in ("video_mean", "video_std", "audio_mean", "audio_std"):
-            tensors[f"norm.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.norm, name), np.float32))
+        tensors = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()} | self.norm.to_tensors()
         save_file(tensors, str(root / MODEL_FILE))
         write_json_atomic(root / CONFIG_FILE, {
             "method": "avarnet",
@@ -105,7 +115,7 @@ class Run:
             raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; it scores anomalies "
                              f"without classes: use `avar evaluate {root} FEATURES_DIR` for its frame-level metrics")
         tensors = load_file(str(root / MODEL_FILE))
-        norm = Normalization(*(tensors.pop(f"norm.{n}").numpy() for n in ("video_mean", "video_std", "audio_mean", "audio_std")))
+        norm = Normalization.pop_tensors(tensors)
         config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
         head = build_head(config)
         head.load_state_dict(tensors)

@@ -190,9 +190,7 @@ class WeakRun:
     def save(self, root: Path | str) -> Path:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        for name in ("video_mean", "video_std", "audio_mean", "audio_std"):
-            tensors[f"norm.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(self.norm, name), np.float32))
+        tensors = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()} | self.norm.to_tensors()
         save_file(tensors, str(root / MODEL_FILE))
         kind = "avaca" if self.method == "avaca" else head_type(self.model_config)
         write_json_atomic(root / CONFIG_FILE, {
@@ -224,7 +222,7 @@ class WeakRun:
             config = config_from_dict(kind, meta.pop("model"))
             model = MILHead(config)
         tensors = load_file(str(root / MODEL_FILE))
-        norm = Normalization(*(tensors.pop(f"norm.{n}").numpy() for n in ("video_mean", "video_std", "audio_mean", "audio_std")))
+        norm = Normalization.pop_tensors(tensors)
         model.load_state_dict(tensors)
         model.eval()
         return cls(model=model, method=method, model_config=config, norm=norm, step=meta.pop("step"),
