@@ -37,7 +37,9 @@ TINY = {"mtcn": {"num_stages": 1, "num_layers": 3, "num_f_maps": 8, "attention_d
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
     features = toy_features(root / "features")
-    plan = AblationPlan(seeds=(0, 1), epochs=3, heads=("gru", "mtcn"), seq_lens=(5, 10), head_overrides=TINY)
+    # the paper's setup: 3 epochs really are 3 (the robust recipe trains at least 300 steps)
+    plan = AblationPlan(seeds=(0, 1), epochs=3, heads=("gru", "mtcn"), seq_lens=(5, 10), head_overrides=TINY,
+                        paper=True)
     results = run_ablation(features.root, root / "out", plan, workers=2, progress=False)
     return root, plan, results
 
@@ -53,6 +55,9 @@ def test_grid_has_every_cell_with_the_interface_fields(grid):
     for r in saved:
         assert fields <= set(r)
     assert {r["fusion"] for r in saved} == {"early", "late-mean", "late-learned"}
+    assert {r["config"]["train"]["recipe"] for r in saved} == {"paper"}
+    assert {r["config"]["head"].get("stream_fusion", r["config"]["head"].get("branch", {}).get("stream_fusion"))
+            for r in saved} == {"concat"}
 
 
 def test_tables_equal_the_per_run_metric_files(grid):
@@ -106,3 +111,12 @@ def test_cli_train_accepts_heads_and_late_fusion(grid, tmp_path, capsys):
     assert info["params"] > 0
     config = json.loads((tmp_path / "late" / "config.json").read_text())
     assert config["head_type"] == "late" and config["head"]["mode"] == "learned"
+    assert set(info["val_branch_accuracy"]) == {"av", "a", "v"}
+
+    code = main(["train", str(root / "features"), "--out", str(tmp_path / "paper"), "--head", "gru", "--hidden", "8",
+                 "--stream-fusion", "concat", "--recipe", "paper", "--epochs", "2", "-q"])
+    assert code == 0
+    assert "branch alone" not in capsys.readouterr().out  # the paper's concatenation has no branches
+    config = json.loads((tmp_path / "paper" / "config.json").read_text())
+    assert config["train"]["recipe"] == "paper" and config["train"]["lr"] == 1e-2
+    assert config["head"]["stream_fusion"] == "concat"

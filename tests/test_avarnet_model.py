@@ -33,8 +33,9 @@ def features(cfg: AVARNetConfig, batch: int, steps: int, seed: int = 0):
 
 @pytest.mark.parametrize(("f_maps", "expected"), [(64, 255_881), (32, 86_985)])
 def test_parameter_count_matches_paper(f_maps, expected):
+    # the paper's layout: raw streams concatenated (Eq. 6), no projection
     cfg = AVARNetConfig(num_classes=9, num_stages=1, num_layers=10, num_f_maps=f_maps,
-                        attention=False, modality="av")
+                        attention=False, modality="av", stream_fusion="concat")
     assert cfg.input_dim() == 1408
     head = AVARNetHead(cfg)
     assert count_parameters(head) == expected
@@ -112,13 +113,13 @@ def test_video_only_head_ignores_audio():
         a = head(video, audio, mask).step_logits
         b = head(video, audio + 5 * torch.randn_like(audio), mask).step_logits
         c = head(video, None, mask).step_logits
-        d = head(video + 1.0, audio, mask).step_logits
+        d = head(video + torch.randn_like(video), audio, mask).step_logits
     assert torch.equal(a, b) and torch.equal(a, c)
     assert not torch.allclose(a, d)
 
 
 def test_missing_or_misshaped_stream_is_a_clear_error():
-    cfg = small_config()
+    cfg = small_config(stream_fusion="concat")
     head = AVARNetHead(cfg)
     video, audio = features(cfg, batch=1, steps=4)
     mask = torch.ones(1, 4, dtype=torch.bool)
@@ -126,6 +127,39 @@ def test_missing_or_misshaped_stream_is_a_clear_error():
         head(video, None, mask)
     with pytest.raises(ValueError, match=r"video features must be \[B, T, 7\]"):
         head(audio, audio, mask)
+    with pytest.raises(ValueError, match="needs video and audio"):
+        AVARNetHead(small_config())(None, None, mask)
+
+
+def test_projected_fusion_reads_a_missing_stream_as_its_branch_alone():
+    head = AVARNetHead(small_config()).eval()
+    video, audio = features(head.config, batch=2, steps=6)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    assert head.streams.out_dim == head.config.input_dim() == 2 * head.config.stream_width
+    with torch.no_grad():
+        alone = head(None, audio, mask).step_logits
+        both = head(video, audio, mask).step_logits
+        # the audio branch alone ignores whatever video would have been
+        assert torch.equal(alone, head(None, audio, mask).step_logits)
+        assert not torch.allclose(alone, both)
+        projected = head.streams.project["audio"](audio)
+        assert torch.equal(head.streams(None, audio), torch.cat([torch.zeros_like(projected), projected], -1))
+
+
+def test_modality_dropout_drops_one_stream_per_window_in_training_only():
+    torch.manual_seed(0)
+    head = AVARNetHead(small_config(modality_dropout=0.5))
+    video, audio = features(head.config, batch=400, steps=3)
+    width = head.config.stream_width
+    with torch.no_grad():
+        fused = head.streams(video, audio)
+        zero_v = (fused[..., :width] == 0).all(-1).all(-1)
+        zero_a = (fused[..., width:] == 0).all(-1).all(-1)
+        assert not (zero_v & zero_a).any()  # never both
+        assert 0.15 < zero_v.float().mean() < 0.35 and 0.15 < zero_a.float().mean() < 0.35
+        head.eval()
+        fused = head.streams(video, audio)
+        assert not (fused[..., :width] == 0).all(-1).all(-1).any()
 
 
 def test_learns_separable_toy_set():
@@ -159,11 +193,16 @@ def test_loss_ignores_padded_steps():
 
 
 def test_config_json_round_trip():
-    cfg = AVARNetConfig(num_classes=7, num_f_maps=32, modality="a", attention=False)
+    cfg = AVARNetConfig(num_classes=7, num_f_maps=32, modality="a", attention=False, stream_fusion="concat")
     restored = AVARNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert restored == cfg
     assert restored.input_dim() == 768
+    assert AVARNetConfig(modality="a", stream_width=48).input_dim() == 48
     with pytest.raises(ValueError, match="unknown AVARNetConfig key.*'num_maps'"):
         AVARNetConfig.from_dict({**cfg.to_dict(), "num_maps": 3})
     with pytest.raises(ValueError, match="modality"):
         AVARNetConfig(modality="audio")
+    with pytest.raises(ValueError, match="stream_fusion must be one of"):
+        AVARNetConfig(stream_fusion="sum")
+    with pytest.raises(ValueError, match="modality_dropout must be in"):
+        AVARNetConfig(modality_dropout=1.0)

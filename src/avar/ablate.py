@@ -51,6 +51,9 @@ class AblationPlan:
     heads: tuple[str, ...] = HEAD_ORDER
     seq_lens: tuple[int, ...] = SEQ_LENS
     head_overrides: dict = field(default_factory=dict)
+    paper: bool = False
+    """The paper's setup: raw streams concatenated (Eq. 6) and the paper's training recipe,
+    for the fidelity tables; the default trains avar's robust fusion and recipe."""
 
     @classmethod
     def quick(cls) -> "AblationPlan":
@@ -66,7 +69,8 @@ class AblationPlan:
         return cells
 
 
-def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_overrides: dict, threads: int) -> dict:
+def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_overrides: dict, threads: int,
+             paper: bool = False) -> dict:
     """Train and evaluate one cell; returns (and writes) its result record."""
     import torch
 
@@ -78,8 +82,8 @@ def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_over
     run_dir = Path(out_dir) / "runs" / cell.id
     config = TrainConfig(
         head_type=cell.head, modality=cell.modality, fusion=cell.fusion, late_mode=cell.late_mode,
-        seq_len=cell.seq_len, epochs=epochs, seed=cell.seed,
-        head=head_overrides.get(cell.head, {}),
+        seq_len=cell.seq_len, epochs=epochs, seed=cell.seed, recipe="paper" if paper else "robust",
+        head={**({"stream_fusion": "concat"} if paper else {}), **head_overrides.get(cell.head, {})},
     )
     run = train_head(FeatureSet.open(features_dir), run_dir, config, progress=False)
     report = evaluate_run(run_dir, features_dir, "test")
@@ -101,6 +105,35 @@ def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_over
     return result
 
 
+def finished(cells: list, out: Path) -> dict[str, dict]:
+    """The results of the cells already done, by id: what a rerun of a grid skips."""
+    paths = {cell.id: out / "runs" / cell.id / RESULT_FILE for cell in cells}
+    return {cell_id: json.loads(path.read_text()) for cell_id, path in paths.items() if path.is_file()}
+
+
+def run_parallel(func, cells: list, done: dict, arguments, *, workers: int | None, desc: str, total: int,
+                 progress: bool) -> list[dict]:
+    """Run ``func(cell, *arguments(cell, threads))`` for every cell in worker processes (one
+    per core by default, the cores shared out as torch threads), storing each result in
+    ``done[cell.id]``; a cell that fails is reported and the rest go on. Returns the failures."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(cells) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=total, initial=total - len(cells), desc=desc, unit="run", disable=not progress)
+    failures = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(func, c, *arguments(c, threads)): c for c in cells}
+        for future in as_completed(futures):
+            cell = futures[future]
+            try:
+                done[cell.id] = future.result()
+            except Exception as exc:  # one failed cell must not lose the rest of the grid
+                failures.append({"id": cell.id, "error": f"{type(exc).__name__}: {exc}"})
+                tqdm.write(f"cell {cell.id} failed: {exc}")
+            bar.update(1)
+    bar.close()
+    return failures
+
+
 def run_ablation(
     features_dir: Path | str,
     out_dir: Path | str,
@@ -114,34 +147,16 @@ def run_ablation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells = plan.cells()
-    done = {}
-    for cell in cells:
-        path = out / "runs" / cell.id / RESULT_FILE
-        if path.is_file():
-            done[cell.id] = json.loads(path.read_text())
-    todo = [c for c in cells if c.id not in done]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    done = finished(cells, out)
     write_json_atomic(out / "plan.json", {
         "features_dir": str(features_dir), "seeds": list(plan.seeds), "epochs": plan.epochs,
-        "heads": list(plan.heads), "seq_lens": list(plan.seq_lens), "cells": [c.id for c in cells],
+        "heads": list(plan.heads), "seq_lens": list(plan.seq_lens), "paper": plan.paper, "cells": [c.id for c in cells],
     })
-    bar = tqdm(total=len(cells), initial=len(done), desc="ablate", unit="run", disable=not progress)
-    failures = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            pool.submit(run_cell, c, str(features_dir), str(out), plan.epochs, plan.head_overrides, threads): c
-            for c in todo
-        }
-        for future in as_completed(futures):
-            cell = futures[future]
-            try:
-                done[cell.id] = future.result()
-            except Exception as exc:  # one failed cell must not lose the rest of the grid
-                failures.append({"id": cell.id, "error": f"{type(exc).__name__}: {exc}"})
-                tqdm.write(f"cell {cell.id} failed: {exc}")
-            bar.update(1)
-    bar.close()
+    failures = run_parallel(
+        run_cell, [c for c in cells if c.id not in done], done,
+        lambda cell, threads: (str(features_dir), str(out), plan.epochs, plan.head_overrides, threads, plan.paper),
+        workers=workers, desc="ablate", total=len(cells), progress=progress,
+    )
     results = [done[c.id] for c in cells if c.id in done]
     write_json_atomic(out / "results.json", results)
     write_tables(results, out)

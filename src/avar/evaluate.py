@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,11 @@ import numpy as np
 from avar.features.cache import FeatureSet, write_json_atomic
 from avar.metrics.classification import ClassificationReport, classification_report
 from avar.report.plots import plot_confusion
+from avar.models.heads import has_branches
+from avar.training.loop import fusion_warning
 from avar.training.run import Run
+
+log = logging.getLogger(__name__)
 
 
 def check_compatible(run: Run, features: FeatureSet) -> None:
@@ -41,6 +46,14 @@ def evaluate_run(
     probs = np.stack([run.probabilities(c.video, c.audio)[1] for c in clips])
     y = np.array([run.classes.index(c.label) for c in clips])
     report = classification_report(y, probs, run.classes)
+    if has_branches(run.config):
+        report.branch_accuracy = {"av": report.accuracy} | {
+            modality: float(np.mean([run.probabilities(c.video, c.audio, drop)[1].argmax() == label
+                                     for c, label in zip(clips, y)]))
+            for modality, drop in (("a", "video"), ("v", "audio"))}
+        report.fusion_warning = fusion_warning(report.branch_accuracy, f"{run_dir} on {features.root} '{split}'")
+        if report.fusion_warning:
+            log.warning(report.fusion_warning)
     out = Path(out_dir) if out_dir else Path(run_dir)
     write_json_atomic(out / f"eval_{split}.json", report.to_dict())
     (out / f"eval_{split}.md").write_text(report.to_markdown())

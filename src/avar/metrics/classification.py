@@ -93,6 +93,11 @@ class ClassificationReport:
     """Normal-vs-anomaly AP (anomaly is the positive class), same score and conditions."""
     n: int
     """Number of clips evaluated."""
+    branch_accuracy: dict[str, float] | None = None
+    """A fused head's accuracy with both streams ('av') and each alone ('a', 'v'), where the
+    head can run with a stream missing; set by :func:`avar.evaluate.evaluate_run`."""
+    fusion_warning: str | None = None
+    """Set when the fused accuracy is below the best single stream's."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: non-finite floats become ``None`` so ``allow_nan=False`` works."""
@@ -111,8 +116,13 @@ class ClassificationReport:
             ("anomaly ROC AUC", _fmt(self.anomaly_auc)),
             ("anomaly AP", _fmt(self.anomaly_ap)),
         ]
+        if self.branch_accuracy:
+            summary += [(f"accuracy, {name} branch alone", _fmt(self.branch_accuracy[key]))
+                        for key, name in (("a", "audio"), ("v", "video"))]
         lines = _table(["metric", "value"], [list(row) for row in summary])
         lines.append("")
+        if self.fusion_warning:
+            lines += [f"**Warning**: {self.fusion_warning}", ""]
         per_class_rows = [
             [name]
             + [_fmt(self.per_class[name][key]) for key in ("precision", "recall", "f1")]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
+
+from avar.models.streams import check_stream_fields
 
 
 class JsonConfig:
@@ -26,11 +28,30 @@ class JsonConfig:
         return cls(**data)
 
 
+@dataclass
 class StreamConfig(JsonConfig):
-    """Mixin for heads that read ``video_dim`` / ``audio_dim`` streams per ``modality``."""
+    """Base of the configs of heads that read ``video_dim`` / ``audio_dim`` streams per
+    ``modality``: how the streams enter the head (:mod:`avar.models.streams`)."""
+
+    stream_fusion: str = "projected"
+    """How the streams enter the head: 'projected' (default) normalises each stream and
+    projects it to ``stream_width`` channels, with modality dropout in training; 'concat'
+    is the paper's plain concatenation of the raw features (Eq. 6), kept for the fidelity
+    tables (:mod:`avar.models.streams`)."""
+    stream_width: int = 64
+    """'projected' only: channels each stream is projected to."""
+    modality_dropout: float = 0.3
+    """'projected' with both streams only: probability that a training window sees one
+    stream alone (the other zeroed), so each stream's path learns on its own."""
+
+    def __post_init__(self) -> None:
+        check_stream_fields(self)
 
     def input_dim(self) -> int:
-        """Width of the fused per-step feature that enters the head for ``modality``."""
+        """Width of the fused per-step feature that enters the head for ``modality``:
+        ``stream_width`` per stream when projected, the raw widths concatenated otherwise."""
+        if self.stream_fusion == "projected":
+            return self.stream_width * len(self.modality)
         return {
             "av": self.video_dim + self.audio_dim,
             "a": self.audio_dim,

@@ -73,6 +73,8 @@ class LateFusionConfig(JsonConfig):
                 "'head', the modality is 'v' / 'a' per branch, and the dims and classes from "
                 "the LateFusionConfig itself"
             )
+        # explicit, so a saved config keeps meaning the same fusion when the default changes
+        self.branch = {"stream_fusion": "projected", **self.branch}
         for name in ("video_dim", "audio_dim", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LateFusionConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -134,8 +136,13 @@ class LateFusionHead(nn.Module):
 
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]``
-        (True = real step; non-bool masks are read as ``mask != 0``)."""
+        (True = real step; non-bool masks are read as ``mask != 0``). A stream passed as
+        None is missing: the other branch's output is returned as it is."""
         mask = mask if mask.dtype == torch.bool else mask != 0
+        if video is None or audio is None:
+            # one stream missing: the other branch alone (how its accuracy is reported)
+            branch = self.audio_branch if video is None else self.video_branch
+            return branch(video, audio, mask)
         out_v = self.video_branch(video, audio, mask)
         out_a = self.audio_branch(video, audio, mask)
         p_v = torch.softmax(out_v.step_logits, dim=-1)

@@ -87,6 +87,13 @@ def build_head(config: HeadConfig) -> nn.Module:
     )
 
 
+def has_branches(config: HeadConfig) -> bool:
+    """True when a fused head can also run with one stream missing (its single-stream
+    branches): projected early fusion and late fusion, not the paper's concatenation."""
+    # late fusion has no stream_fusion of its own: each branch reads one stream anyway
+    return config.modality == "av" and getattr(config, "stream_fusion", "projected") != "concat"
+
+
 def head_type(config: HeadConfig) -> str:
     """Name to store next to ``config.to_dict()``: a key of :data:`HEADS`, or 'late'."""
     if isinstance(config, LateFusionConfig):
@@ -99,9 +106,13 @@ def head_type(config: HeadConfig) -> str:
 
 
 def config_from_dict(head_type: str, data: dict[str, Any]) -> HeadConfig:
-    """Inverse of ``(head_type(c), c.to_dict())``, for loading a run's JSON."""
+    """Inverse of ``(head_type(c), c.to_dict())``, for loading a run's JSON.
+
+    Configs saved before ``stream_fusion`` existed concatenated the raw streams, so a
+    missing key reads as 'concat', not as today's default."""
     if head_type == "late":
-        return LateFusionConfig.from_dict(data)
+        branch = data.get("branch", {})
+        return LateFusionConfig.from_dict({**data, "branch": {"stream_fusion": "concat", **branch}})
     if head_type not in HEADS:
         raise ValueError(
             f"unknown head type {head_type!r}; choose one of {sorted(HEADS) + ['late']}"
@@ -111,5 +122,7 @@ def config_from_dict(head_type: str, data: dict[str, Any]) -> HeadConfig:
         raise ValueError(
             f"head type {head_type!r} does not match the config's kind {data['kind']!r}"
         )
-    values = dict(data, kind=head_type) if config_class is BaselineConfig else dict(data)
+    values = {"stream_fusion": "concat", **data}
+    if config_class is BaselineConfig:
+        values["kind"] = head_type
     return config_class.from_dict(values)

@@ -5,7 +5,7 @@ Layout::
     RUN_DIR/model.safetensors    head weights + the feature normalisation (``norm.*``)
     RUN_DIR/config.json          head config, sequence length, step, extractors, training args
     RUN_DIR/labels.json          class names in output order
-    RUN_DIR/history.json         per-epoch losses, accuracy and learning rate
+    RUN_DIR/history.json         per-epoch losses, accuracy and learning rate (refit epochs marked)
 """
 
 from __future__ import annotations
@@ -132,17 +132,18 @@ class Run:
         )
 
     @torch.inference_mode()
-    def probabilities(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def probabilities(self, video: np.ndarray, audio: np.ndarray, drop: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities of one clip's steps ``[T, C]`` and of the whole clip ``[C]``.
 
         The clip is cut into windows of ``seq_len`` at half-window stride; a step's
         probabilities are the mean over the windows that contain it, and the clip's are the
-        mean of the windows' clip predictions weighted by their real steps.
+        mean of the windows' clip predictions weighted by their real steps. ``drop``
+        ('video' or 'audio') scores a fused head with that stream missing: its other branch.
         """
         self.head.eval()
         v, a = self.norm.apply(video, audio)
         batch = make_sequences([v], [a], [0], self.seq_len, stride=max(1, self.seq_len // 2))
-        out = self.head(batch.video, batch.audio, batch.mask)
+        out = self.head(None if drop == "video" else batch.video, None if drop == "audio" else batch.audio, batch.mask)
         step_p = torch.softmax(out.step_logits, -1).numpy()
         clip_p = torch.softmax(out.clip_logits, -1).numpy()
         n_real = batch.mask.sum(1).numpy()

@@ -46,9 +46,10 @@ class AVARNetConfig(StreamConfig):
     dropout: float = 0.5
     """Dropout inside each dilated residual layer (MS-TCN's ``nn.Dropout()`` default)."""
     modality: str = "av"
-    """'av' concatenates video and audio (early fusion, Eq. 6); 'a' / 'v' use one stream."""
+    """'av' fuses video and audio (early fusion, see ``stream_fusion``); 'a' / 'v' use one stream."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.modality not in MODALITIES:
             raise ValueError(
                 f"AVARNetConfig.modality must be one of {MODALITIES}, got {self.modality!r}"

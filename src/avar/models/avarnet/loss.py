@@ -15,6 +15,8 @@ def avarnet_loss(
     mask: Tensor,
     smoothing_weight: float = 0.15,
     tau: float = 4.0,
+    label_smoothing: float = 0.0,
+    step_weight: float = 1.0,
 ) -> Tensor:
     """Scalar loss for ``output`` of a batch with clip labels ``labels [B]`` (class indices).
 
@@ -29,6 +31,10 @@ def avarnet_loss(
       between neighbouring real steps, the earlier step detached, clamped at ``tau**2`` so
       real class changes are not over-penalised, averaged over classes and real pairs.
 
+    ``step_weight`` scales the per-step term (1 in the paper reading; the steps outside an
+    anomaly interval look normal, so on few clips this term fights the clip term).
+    ``label_smoothing`` softens both cross-entropy targets (0 is the paper's loss).
+
     The result is the mean over stages (MS-TCN sums; the mean keeps the scale independent
     of ``num_stages``). ``mask [B, T]`` is True at real steps; padded steps never count.
     """
@@ -37,10 +43,10 @@ def avarnet_loss(
     pairs = mask[:, 1:] & mask[:, :-1]
     per_stage = []
     for logits in output.stage_logits:
-        clip_ce = F.cross_entropy(masked_mean(logits, mask), labels)
-        step_ce = F.cross_entropy(logits[mask], step_labels[mask])
+        clip_ce = F.cross_entropy(masked_mean(logits, mask), labels, label_smoothing=label_smoothing)
+        step_ce = F.cross_entropy(logits[mask], step_labels[mask], label_smoothing=label_smoothing)
         log_p = F.log_softmax(logits, dim=-1)
         sq = (log_p[:, 1:] - log_p[:, :-1].detach()).pow(2).clamp(max=tau**2).mean(dim=-1)
         tmse = (sq * pairs).sum() / pairs.sum().clamp(min=1)
-        per_stage.append(clip_ce + step_ce + smoothing_weight * tmse)
+        per_stage.append(clip_ce + step_weight * step_ce + smoothing_weight * tmse)
     return torch.stack(per_stage).mean()

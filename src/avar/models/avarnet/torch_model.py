@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avar.models.avarnet.config import AVARNetConfig
+from avar.models.streams import StreamFusion
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -34,40 +35,6 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     total = torch.where(mask.unsqueeze(-1), x, 0.0).sum(dim=1)
     count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)
     return total / count
-
-
-def fuse_streams(config, video: Tensor | None, audio: Tensor | None) -> Tensor:
-    """Pick the streams ``config.modality`` names and concatenate them per step (Eq. 6).
-
-    ``config`` is any head config with ``modality``, ``video_dim`` and ``audio_dim``
-    (:class:`AVARNetConfig`, the baselines' config), so every head fuses the same way.
-    Returns ``[B, T, config.input_dim()]``; the stream not named by ``modality`` may be None.
-    """
-    cfg = config
-    streams: list[Tensor] = []
-    for name, tensor, dim, wanted in (
-        ("video", video, cfg.video_dim, "v" in cfg.modality),
-        ("audio", audio, cfg.audio_dim, "a" in cfg.modality),
-    ):
-        if not wanted:
-            continue
-        if tensor is None:
-            raise ValueError(
-                f"modality {cfg.modality!r} needs {name} features, got None; "
-                f"pass {name} [B, T, {dim}] or choose a modality without it"
-            )
-        if tensor.dim() != 3 or tensor.shape[-1] != dim:
-            raise ValueError(
-                f"{name} features must be [B, T, {dim}] (config.{name}_dim), "
-                f"got {list(tensor.shape)}; was the cache built with another extractor?"
-            )
-        streams.append(tensor)
-    if len(streams) == 2 and streams[0].shape[:2] != streams[1].shape[:2]:
-        raise ValueError(
-            f"video {list(streams[0].shape)} and audio {list(streams[1].shape)} must share "
-            "[B, T]; align both streams on the same time steps before fusing"
-        )
-    return torch.cat(streams, dim=-1)
 
 
 class DilatedResidualLayer(nn.Module):
@@ -202,7 +169,7 @@ class HeadOutput:
 class AVARNetHead(nn.Module):
     """AVAR-Net's sequence model over cached per-step features.
 
-    Early fusion (Eq. 6) -> optional temporal attention (sec. 3.5) -> multi-stage dilated
+    Early fusion (:mod:`avar.models.streams`; Eq. 6 with ``stream_fusion='concat'``) -> optional temporal attention (sec. 3.5) -> multi-stage dilated
     TCN (Eq. 7-9) -> per-step class logits (Eq. 10) and their masked mean per clip.
     """
 
@@ -211,7 +178,8 @@ class AVARNetHead(nn.Module):
     def __init__(self, config: AVARNetConfig):
         super().__init__()
         self.config = config
-        dim = config.input_dim()
+        self.streams = StreamFusion(config)
+        dim = self.streams.out_dim
         self.attention: TemporalAttention | None = None
         if config.attention:
             self.attention = TemporalAttention(
@@ -227,14 +195,10 @@ class AVARNetHead(nn.Module):
             config.dropout,
         )
 
-    def fuse(self, video: Tensor | None, audio: Tensor | None) -> Tensor:
-        """Pick the streams ``config.modality`` names and concatenate them per step (Eq. 6)."""
-        return fuse_streams(self.config, video, audio)
-
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]``
         (True = real step; non-bool masks are read as ``mask != 0``)."""
-        x = self.fuse(video, audio)
+        x = self.streams(video, audio)
         if mask.shape != x.shape[:2]:
             raise ValueError(f"mask must be [B, T] = {list(x.shape[:2])}, got {list(mask.shape)}")
         mask = mask if mask.dtype == torch.bool else mask != 0

@@ -30,7 +30,7 @@ class BaselineConfig(StreamConfig):
     num_classes: int = 10
     """Anomaly classes (VAAR has 10, including 'normal')."""
     modality: str = "av"
-    """'av' concatenates video and audio (early fusion, Eq. 6); 'a' / 'v' use one stream."""
+    """'av' fuses video and audio (early fusion, see ``stream_fusion``); 'a' / 'v' use one stream."""
     hidden: int = 128
     """Width of the input projection and of the recurrent state / transformer model (per
     direction for bidirectional RNNs). Projecting 1408-d inputs first keeps an LSTM's input
@@ -50,6 +50,7 @@ class BaselineConfig(StreamConfig):
     """Transformer only: longest sequence the sinusoidal position table covers (steps)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.kind not in KINDS:
             raise ValueError(f"BaselineConfig.kind must be one of {KINDS}, got {self.kind!r}")
         if self.modality not in MODALITIES:

@@ -2,7 +2,7 @@
 
 They speak exactly :class:`~avar.models.avarnet.torch_model.AVARNetHead`'s interface
 (``head(video, audio, mask) -> HeadOutput``), fuse streams with the same
-:func:`~avar.models.avarnet.torch_model.fuse_streams`, and keep the same padding contract:
+:class:`~avar.models.streams.StreamFusion`, and keep the same padding contract:
 a step whose mask is False never influences a real step or the clip logits, and holds
 zeros in every step tensor. Masks must be right-padded (real steps first), as the cache's
 batches are.
@@ -16,15 +16,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from avar.models.avarnet.torch_model import HeadOutput, fuse_streams, masked_mean
+from avar.models.avarnet.torch_model import HeadOutput, masked_mean
 from avar.models.baselines.config import BaselineConfig
+from avar.models.streams import StreamFusion
 
 
-def _prepare(config: BaselineConfig, video: Tensor | None, audio: Tensor | None,
+def _prepare(streams: StreamFusion, video: Tensor | None, audio: Tensor | None,
              mask: Tensor) -> tuple[Tensor, Tensor]:
     """Fuse the streams and check the mask -> (``x [B, T, input_dim]`` zero where padded,
     ``mask [B, T]`` bool)."""
-    x = fuse_streams(config, video, audio)
+    x = streams(video, audio)
     if mask.shape != x.shape[:2]:
         raise ValueError(f"mask must be [B, T] = {list(x.shape[:2])}, got {list(mask.shape)}")
     mask = mask if mask.dtype == torch.bool else mask != 0
@@ -44,7 +45,7 @@ def _output(step_logits: Tensor, mask: Tensor) -> HeadOutput:
 class RecurrentHead(nn.Module):
     """GRU / LSTM baseline (Table 2's GRU, Bi-GRU, LSTM, Bi-LSTM rows).
 
-    Early fusion (Eq. 6) -> dropout -> Linear to ``hidden`` + ReLU -> stacked (Bi)GRU/LSTM
+    Early fusion (:mod:`avar.models.streams`) -> dropout -> Linear to ``hidden`` + ReLU -> stacked (Bi)GRU/LSTM
     -> dropout -> per-step Linear to class logits.
     """
 
@@ -58,6 +59,7 @@ class RecurrentHead(nn.Module):
                 "use TransformerHead for 'transformer'"
             )
         self.config = config
+        self.streams = StreamFusion(config)
         rnn_class = nn.LSTM if config.kind.endswith("lstm") else nn.GRU
         bidirectional = config.kind.startswith("bi")
         self.input_dropout = nn.Dropout(config.input_dropout)
@@ -77,7 +79,7 @@ class RecurrentHead(nn.Module):
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]`` right-padded
         (True = real step; non-bool masks are read as ``mask != 0``)."""
-        x, mask = _prepare(self.config, video, audio, mask)
+        x, mask = _prepare(self.streams, video, audio, mask)
         steps = x.shape[1]
         lengths = mask.sum(dim=1)
         if not torch.equal(mask, torch.arange(steps, device=mask.device) < lengths[:, None]):
@@ -110,7 +112,7 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
 class TransformerHead(nn.Module):
     """Transformer-encoder baseline (Table 2's 'Trans' row).
 
-    Early fusion (Eq. 6) -> dropout -> Linear to ``hidden`` + sinusoidal positions ->
+    Early fusion (:mod:`avar.models.streams`) -> dropout -> Linear to ``hidden`` + sinusoidal positions ->
     ``num_layers`` pre-norm encoder layers (padding never used as keys) -> LayerNorm ->
     per-step Linear to class logits.
     """
@@ -125,6 +127,7 @@ class TransformerHead(nn.Module):
                 "use RecurrentHead for GRU / LSTM kinds"
             )
         self.config = config
+        self.streams = StreamFusion(config)
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.project = nn.Linear(config.input_dim(), config.hidden)
         # not persistent: derived from the config, so checkpoints stay independent of max_len
@@ -150,7 +153,7 @@ class TransformerHead(nn.Module):
     def forward(self, video: Tensor | None, audio: Tensor | None, mask: Tensor) -> HeadOutput:
         """``video [B, T, video_dim]``, ``audio [B, T, audio_dim]``, ``mask [B, T]``
         (True = real step; non-bool masks are read as ``mask != 0``)."""
-        x, mask = _prepare(self.config, video, audio, mask)
+        x, mask = _prepare(self.streams, video, audio, mask)
         steps = x.shape[1]
         if steps > self.config.max_len:
             raise ValueError(

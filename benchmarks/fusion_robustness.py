@@ -1,0 +1,128 @@
+"""Does fusion hold up on small and real data? One command, JSON out (issue 11).
+
+    .venv/bin/python benchmarks/fusion_robustness.py --out avar-robustness --json
+
+For each seed: ``avar synth`` (24 clips per class, that seed) -> offline features -> caches of
+6, 12 and 24 clips per class, each clean and with video or audio shuffled across clips ->
+every head on audio, video and both (default training) -> test accuracy, and a pooled-feature
+logistic regression on the same caches. With ``--fight-dev DIR`` (default: the shared
+fight-dev clips when present) the same heads and the regression run on real surveillance
+clips with their own sound, on its grouped split, over the same seeds. A rerun resumes.
+Prints JSON (``--json``) and writes ``OUT/summary.json`` and ``OUT/tables.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from avar.ablate import HEAD_ORDER, MODALITY_ORDER
+from avar.datasets.folders import discover
+from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
+from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
+from avar.media.synth import synthesize
+from avar.robustness import (
+    VARIANTS, Cell, cache_name, checks, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
+    table_markdown, uninformative,
+)
+
+FIGHT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "fight-dev"
+
+
+def _features(data_dir: Path, out: Path, seed: int, step: float) -> FeatureSet:
+    if not (out / "manifest.json").is_file():
+        extract_dataset(discover(data_dir, seed=seed), out, build_extractor(DEFAULT_VIDEO, runtime="auto"),
+                        build_extractor(DEFAULT_AUDIO), step=step, progress=False)
+    return FeatureSet.open(out)
+
+
+def prepare_synthetic(out: Path, seeds, sizes) -> None:
+    """The benchmark's caches under ``out/caches`` (skipped where they exist)."""
+    for seed in seeds:
+        data = out / "data" / f"s{seed}"
+        if not (data / "metadata.json").is_file():
+            synthesize(data, seed=seed, clips_per_class=max(sizes), progress=False)
+        full = _features(data, out / "features" / f"s{seed}", seed, 1.0)
+        for size in sizes:
+            clean = out / "caches" / cache_name(seed, size, "clean")
+            if not (clean / "manifest.json").is_file():
+                subsample(full, clean, size, seed)
+            for variant in VARIANTS[1:]:
+                path = out / "caches" / cache_name(seed, size, variant)
+                if not (path / "manifest.json").is_file():
+                    uninformative(FeatureSet.open(clean), path, variant.split("-")[0], seed)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="avar-robustness")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 24], help="clips per class")
+    parser.add_argument("--heads", nargs="+", default=list(HEAD_ORDER), choices=HEAD_ORDER)
+    parser.add_argument("--fight-dev", default=str(FIGHT_DEV) if FIGHT_DEV.is_dir() else None,
+                        help="real clips (class folders + splits.csv); 'none' to skip")
+    parser.add_argument("--fight-step", type=float, default=0.5, help="seconds per step on fight-dev (2-s clips)")
+    parser.add_argument("--recipe", default="robust", choices=("robust", "paper"))
+    parser.add_argument("--concat", action="store_true", help="the paper's plain concatenation instead of the "
+                        "projected streams (with --recipe paper: the paper's setup)")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    started = time.perf_counter()
+    overrides = {"recipe": args.recipe, "head": {"stream_fusion": "concat"} if args.concat else {}}
+
+    prepare_synthetic(out, args.seeds, args.sizes)
+    cells = plan_cells(args.seeds, args.sizes, args.heads)
+    fight = args.fight_dev if args.fight_dev and args.fight_dev != "none" else None
+    if fight:
+        _features(Path(fight), out / "caches" / "fight-dev", 0, args.fight_step)
+        cells += [Cell("fight-dev", h, m, s) for s in args.seeds for h in args.heads for m in MODALITY_ORDER]
+    results, failures = run_cells(cells, out, workers=args.workers, train_overrides=overrides)
+
+    synthetic = [r for r in results if r["cache"] != "fight-dev"]
+    baselines = []
+    for seed in args.seeds:
+        for size in args.sizes:
+            for variant in VARIANTS:
+                name = cache_name(seed, size, variant)
+                for modality in (MODALITY_ORDER if variant == "clean" else ("av",)):
+                    accuracy = pooled_logistic_regression(FeatureSet.open(out / "caches" / name), modality)
+                    baselines.append({"cache": name, "modality": modality, "accuracy": accuracy})
+    table = summarise(synthetic, baselines)
+    summary = {"synthetic": table, "checks": checks(table), "failures": failures,
+               "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides}}
+    markdown = "## Built-in benchmark (test accuracy, mean ± std over seeds)\n\n" + table_markdown(table)
+    if fight:
+        fight_rows = [dict(r, cache=f"s{r['seed']}-n0-fight") for r in results if r["cache"] == "fight-dev"]
+        cache = FeatureSet.open(out / "caches" / "fight-dev")
+        fight_base = [{"cache": f"s{s}-n0-fight", "modality": m, "accuracy": pooled_logistic_regression(cache, m)}
+                      for s in args.seeds[:1] for m in MODALITY_ORDER]
+        fight_table = summarise(fight_rows, fight_base)["0"]["fight"]
+        summary["fight_dev"] = fight_table
+        summary["fight_dev_checks"] = [
+            {"head": h, "fused": row["av"]["mean"], "best_single": max(row["a"]["mean"], row["v"]["mean"]),
+             "logreg_best": max(v["mean"] for v in fight_table["logreg"].values()),
+             "pass": row["av"]["mean"] >= max(row["a"]["mean"], row["v"]["mean"])
+             and row["av"]["mean"] >= max(v["mean"] for v in fight_table["logreg"].values())}
+            for h, row in fight_table.items() if h != "logreg"]
+        markdown += (f"\n## fight-dev ({fight}, step {args.fight_step} s, grouped split)\n\n"
+                     + table_markdown({"fight-dev": {"real": fight_table}}))
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(out / "summary.json", summary)
+    (out / "tables.md").write_text(markdown)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(markdown)
+        for check in summary["checks"] + summary.get("fight_dev_checks", []):
+            if not check["pass"]:
+                print("NOT MET:", json.dumps(check), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Fusion that never hurts (issue 11): projected streams, the robust recipe, branch
+accuracies and the fusion warning, and the robustness benchmark's data helpers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from avar.evaluate import evaluate_run
+from avar.features.cache import FeatureSet, StepFeatures
+from avar.models.heads import config_from_dict, head_config
+from avar.robustness import checks, pooled_logistic_regression, subsample, summarise, uninformative
+from avar.training.loop import RECIPES, TrainConfig, fusion_warning, train_head
+from avar.training.run import Run
+
+EXTRACTORS = {"video": {"name": "toy-video", "version": 1, "dim": 96}, "audio": {"name": "toy-audio", "version": 1, "dim": 8}}
+SMALL_HEAD = {"num_stages": 2, "num_layers": 3, "num_f_maps": 16, "attention_dim": 32, "stream_width": 16}
+
+
+def toy_cache(root, *, per_class=(14, 3, 5), classes=4, steps=6, seed=0) -> FeatureSet:
+    """Audio names the class (a centre per class plus noise); video is wide pure noise, the
+    case where concatenation lets the useless wide stream drown the useful narrow one."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, 8)) * 1.5
+    clips = []
+    for label in range(classes):
+        for split, count in zip(("train", "val", "test"), per_class):
+            for i in range(count):
+                clips.append(StepFeatures(
+                    clip_id=f"c{label}_{split}_{i}", label=f"class{label}", split=split,
+                    video=rng.standard_normal((steps, 96)).astype(np.float32),
+                    audio=(centres[label] + rng.standard_normal((steps, 8))).astype(np.float32),
+                    times=np.arange(steps, dtype=np.float32)))
+    return FeatureSet.create(root, clips, video=EXTRACTORS["video"], audio=EXTRACTORS["audio"])
+
+
+def test_recipes_fill_unset_fields_and_reject_unknown_names():
+    robust, paper = TrainConfig(), TrainConfig(recipe="paper")
+    for config, recipe in ((robust, "robust"), (paper, "paper")):
+        assert {k: getattr(config, k) for k in RECIPES[recipe]} == RECIPES[recipe]
+    assert paper.lr == 1e-2 and paper.select == "accuracy" and not paper.refit
+    assert TrainConfig(lr=5e-4).lr == 5e-4  # an explicit value wins over the recipe
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        TrainConfig(recipe="fast")
+    with pytest.raises(ValueError, match="select must be one of"):
+        TrainConfig(select="best")
+
+
+def test_runs_saved_before_projection_load_as_concatenation():
+    old = head_config("mtcn", video_dim=5, audio_dim=4, num_classes=3, stream_fusion="concat").to_dict()
+    for key in ("stream_fusion", "stream_width", "modality_dropout"):
+        old.pop(key)
+    assert config_from_dict("mtcn", old).stream_fusion == "concat"
+    late = head_config("gru", video_dim=5, audio_dim=4, num_classes=3, fusion="late").to_dict()
+    assert late["branch"]["stream_fusion"] == "projected"  # saved explicitly from now on
+    late["branch"].pop("stream_fusion")
+    assert config_from_dict("late", late).branch["stream_fusion"] == "concat"
+
+
+def test_fusion_warning_names_the_better_stream():
+    assert fusion_warning({"av": 0.9, "a": 0.9, "v": 0.5}, "run") is None
+    assert fusion_warning(None, "run") is None
+    message = fusion_warning({"av": 0.6, "a": 0.85, "v": 0.3}, "runs/x: validation")
+    assert "0.600 < audio alone 0.850" in message and "--modality a" in message
+
+
+def test_fused_head_keeps_what_the_narrow_useful_stream_knows(tmp_path, one_torch_thread):
+    """96-d noise video beside 8-d informative audio: the fused head (robust defaults) must
+    stay within a few points of audio alone, report both branches, and evaluate must agree."""
+    cache = toy_cache(tmp_path / "cache")
+    accuracy = {}
+    for modality in ("a", "av"):
+        config = TrainConfig(modality=modality, epochs=30, min_steps=120, head=SMALL_HEAD)
+        run = train_head(cache, tmp_path / modality, config, progress=False)
+        accuracy[modality] = evaluate_run(tmp_path / modality, cache.root, "test").accuracy
+    assert accuracy["a"] >= 0.9
+    assert accuracy["av"] >= accuracy["a"] - 0.05, accuracy
+    branches = run.extra["val_branch_accuracy"]
+    assert set(branches) == {"av", "a", "v"} and branches["a"] >= 0.75 and branches["v"] <= 0.6
+    report = evaluate_run(tmp_path / "av", cache.root, "test")
+    assert report.branch_accuracy["av"] == report.accuracy
+    assert report.branch_accuracy["a"] >= 0.9
+    saved = json.loads((tmp_path / "av" / "eval_test.json").read_text())
+    assert saved["branch_accuracy"] == report.branch_accuracy
+    history = json.loads((tmp_path / "av" / "history.json").read_text())
+    assert any(r.get("refit") for r in history) and "val_loss_smoothed" in history[0]
+    assert Run.load(tmp_path / "av").config.stream_fusion == "projected"
+
+
+def test_concatenated_head_reports_no_branches(tmp_path, one_torch_thread):
+    cache = toy_cache(tmp_path / "cache", per_class=(6, 2, 2))
+    config = TrainConfig(epochs=3, min_steps=0, recipe="paper", head={**SMALL_HEAD, "stream_fusion": "concat"})
+    run = train_head(cache, tmp_path / "run", config, progress=False)
+    assert run.extra["val_branch_accuracy"] is None
+    assert evaluate_run(tmp_path / "run", cache.root, "test").branch_accuracy is None
+
+
+def test_subsample_keeps_per_class_counts_and_splits_like_discover(tmp_path):
+    cache = toy_cache(tmp_path / "cache", per_class=(14, 3, 7))  # 24 per class
+    small = subsample(cache, tmp_path / "small", per_class=12, seed=1)
+    for label in cache.classes:
+        splits = [c["split"] for c in small.clips if c["label"] == label]
+        assert len(splits) == 12
+        assert (splits.count("test"), splits.count("val"), splits.count("train")) == (3, 2, 7)
+    original = {c.clip_id: c for c in cache.split("train") + cache.split("val") + cache.split("test")}
+    for clip in small.split("train"):
+        assert np.array_equal(clip.audio, original[clip.clip_id].audio)
+    again = subsample(cache, tmp_path / "again", per_class=12, seed=1)
+    assert [c["clip_id"] for c in again.clips] == [c["clip_id"] for c in small.clips]
+
+
+def test_uninformative_moves_one_stream_to_other_clips_of_the_same_split(tmp_path):
+    cache = toy_cache(tmp_path / "cache", per_class=(6, 2, 3))
+    shuffled = uninformative(cache, tmp_path / "shuffled", "audio", seed=0)
+    before = {c["clip_id"]: cache.load(c) for c in cache.clips}
+    moved = 0
+    for record in shuffled.clips:
+        clip, source = shuffled.load(record), before[record["clip_id"]]
+        assert np.array_equal(clip.video, source.video)  # the other stream is untouched
+        donors = [c for c in before.values() if c.split == clip.split and np.array_equal(c.audio, clip.audio)]
+        assert len(donors) == 1
+        moved += donors[0].clip_id != clip.clip_id
+    assert moved > 0.7 * len(shuffled.clips)
+    # the audio no longer names the class: a regression on it drops to about chance
+    assert pooled_logistic_regression(cache, "a") >= 0.9
+    assert pooled_logistic_regression(shuffled, "a") <= 0.6
+    with pytest.raises(ValueError, match="'video' or 'audio'"):
+        uninformative(cache, tmp_path / "x", "depth", seed=0)
+
+
+def test_summary_and_checks_report_mean_std_and_the_targets():
+    results = [{"cache": f"s{s}-n12-clean", "head": "mtcn", "modality": m, "accuracy": acc}
+               for s in (0, 1) for m, acc in (("a", 0.6), ("v", 0.5), ("av", 0.9 + 0.02 * s))]
+    results += [{"cache": f"s{s}-n12-video-shuffled", "head": "mtcn", "modality": "av", "accuracy": 0.55}
+                for s in (0, 1)]
+    table = summarise(results, [{"cache": "s0-n12-clean", "modality": "av", "accuracy": 0.8}])
+    row = table["12"]["clean"]["mtcn"]["av"]
+    assert row["mean"] == pytest.approx(0.91) and row["std"] == pytest.approx(0.01) and row["n"] == 2
+    assert table["12"]["clean"]["logreg"]["av"]["mean"] == 0.8
+    verdicts = {c["check"]: c["pass"] for c in checks(table)}
+    assert verdicts["fused >= best single - 0.02"]
+    assert not verdicts["video-shuffled: fused within 0.03 of audio alone"]  # 0.55 < 0.6 - 0.03
