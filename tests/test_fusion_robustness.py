@@ -140,3 +140,15 @@ def test_summary_and_checks_report_mean_std_and_the_targets():
     verdicts = {c["check"]: c["pass"] for c in checks(table)}
     assert verdicts["fused >= best single - 0.02"]
     assert not verdicts["video-shuffled: fused within 0.03 of audio alone"]  # 0.55 < 0.6 - 0.03
+
+
+def test_auto_runtime_at_prediction_reuses_the_one_the_training_features_came_from(tmp_path, one_torch_thread):
+    cache = toy_cache(tmp_path / "cache", per_class=(3, 1, 1))
+    run = train_head(cache, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD), progress=False)
+    assert run.extra["feature_runtimes"] is None  # a cache made by FeatureSet.create records none
+    run.extractors = {"video": {"name": "efficientnet-lite0"}, "audio": {"name": "logmel"}}
+    run.extra["feature_runtimes"] = {"video": "torch", "audio": "numpy"}
+    video, _ = run.build_extractors(runtime="auto")
+    assert video.runtime == "torch"  # auto alone would pick ONNX Runtime for this backbone
+    run.extra["feature_runtimes"] = None
+    assert run.build_extractors(runtime="auto")[0].runtime == "onnx"

@@ -309,6 +309,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         extra={
             "train": config.to_dict(),
             "features_dir": str(features.root),
+            "feature_runtimes": features.manifest.get("runtimes"),
             "best_epoch": best_epoch,
             "refit_epochs": refit_epochs,
             "params": count_parameters(head),

@@ -77,11 +77,21 @@ class Run:
     """Training arguments and anything else worth recording."""
 
     def build_extractors(self, device: str = "cpu", runtime: str = "torch") -> tuple:
-        """The (video, audio) backbones with the weights this run was trained on."""
+        """The (video, audio) backbones with the weights this run was trained on. ``auto``
+        takes the runtime the training features were extracted under where the run recorded
+        it (``feature_runtimes``), so predictions see the features the head was trained on."""
         from avar.features import build_extractor
+        from avar.features.runtime import RUNTIMES
+
+        recorded = self.extra.get("feature_runtimes") or {}
+
+        def chosen(modality: str) -> str:
+            if runtime == "auto" and recorded.get(modality) in RUNTIMES and device == "cpu":
+                return recorded[modality]
+            return runtime
 
         return tuple(build_extractor(self.extractors[m]["name"], self.extractors[m].get("weights"), device,
-                                     runtime=runtime) for m in ("video", "audio"))
+                                     runtime=chosen(m)) for m in ("video", "audio"))
 
     @property
     def normal_index(self) -> int | None:
