@@ -9,7 +9,7 @@ import pytest
 from avar.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.models.heads import config_from_dict, head_config
-from avar.robustness import checks, pooled_logistic_regression, subsample, summarise, uninformative
+from avar.robustness import Cell, checks, plan_cells, pooled_logistic_regression, subsample, summarise, uninformative
 from avar.training.loop import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.training.run import Run
 
@@ -152,3 +152,10 @@ def test_auto_runtime_at_prediction_reuses_the_one_the_training_features_came_fr
     assert video.runtime == "torch"  # auto alone would pick ONNX Runtime for this backbone
     run.extra["feature_runtimes"] = None
     assert run.build_extractors(runtime="auto")[0].runtime == "onnx"
+
+
+def test_cells_of_a_shared_cache_keep_one_run_per_seed():
+    ids = [Cell("fight-dev", "mtcn", "av", seed).id for seed in (0, 1, 2)]
+    assert len(set(ids)) == 3
+    cells = plan_cells((0, 1), (6,), heads=("mtcn",))
+    assert len({c.id for c in cells}) == len(cells) == 2 * (3 + 2)

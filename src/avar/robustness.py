@@ -96,7 +96,9 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.cache}-{self.head}-{self.modality}"
+        # a synthetic cache is per seed already; a real one (fight-dev) is shared by the seeds
+        seeded = self.cache.startswith(f"s{self.seed}-")
+        return f"{self.cache}-{self.head}-{self.modality}" + ("" if seeded else f"-s{self.seed}")
 
 
 def cache_name(seed: int, per_class: int, variant: str) -> str:
