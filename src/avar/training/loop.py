@@ -38,10 +38,10 @@ log = logging.getLogger(__name__)
 RECIPES: dict[str, dict] = {
     "robust": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine",
                "warmup_epochs": 3, "label_smoothing": 0.1, "balanced": True, "select": "smoothed_loss",
-               "min_steps": 300, "early_stop": None, "step_weight": 1.0, "refit": True},
+               "min_steps": 300, "early_stop": None, "refit": True},
     "paper": {"optimizer": "adam", "lr": 1e-2, "weight_decay": 1e-4, "schedule": "plateau",
               "warmup_epochs": 3, "label_smoothing": 0.0, "balanced": False, "select": "accuracy",
-              "min_steps": 0, "early_stop": 12, "step_weight": 1.0, "refit": False},
+              "min_steps": 0, "early_stop": 12, "refit": False},
 }
 """Training recipes by name; a :class:`TrainConfig` field left at ``None`` takes its recipe's value."""
 
@@ -84,8 +84,6 @@ class TrainConfig:
     """'adamw', 'adam' or 'sgd' (momentum 0.9); the paper gives the learning rates, not the optimizer."""
     weight_decay: float | None = None
     label_smoothing: float | None = None
-    step_weight: float | None = None
-    """Weight of the per-step cross-entropy in :func:`~avar.models.avarnet.loss.avarnet_loss`."""
     balanced: bool | None = None
     """Draw training windows with probability inversely proportional to their class's count."""
     select: str | None = None
@@ -143,17 +141,20 @@ def _sequences(clips: list[StepFeatures], classes: list[str], norm: Normalizatio
 
 
 @torch.no_grad()
-def _evaluate(head: torch.nn.Module, data: SequenceBatch, batch_size: int, drop: str | None = None) -> tuple[float, float]:
-    """Clip-level cross-entropy and accuracy of ``head`` on ``data``'s windows; ``drop``
-    ('video' or 'audio') scores the fused head with that stream missing."""
+def _evaluate(head: torch.nn.Module, data: SequenceBatch, batch_size: int,
+              drop: str | None = None) -> tuple[float, float, float]:
+    """The training loss (what the plateau schedule watches), the clip-level cross-entropy
+    (what ``smoothed_loss`` watches) and the accuracy of ``head`` on ``data``'s windows;
+    ``drop`` ('video' or 'audio') scores the fused head with that stream missing."""
     head.eval()
-    loss, correct = 0.0, 0
+    loss, clip_loss, correct = 0.0, 0.0, 0
     for i in range(0, len(data), batch_size):
         part = data.subset(np.arange(i, min(i + batch_size, len(data))))
         out = head(None if drop == "video" else part.video, None if drop == "audio" else part.audio, part.mask)
-        loss += F.cross_entropy(out.clip_logits, part.labels, reduction="sum").item()
+        loss += avarnet_loss(out, part.labels, part.mask).item() * len(part)
+        clip_loss += F.cross_entropy(out.clip_logits, part.labels, reduction="sum").item()
         correct += (out.clip_logits.argmax(-1) == part.labels).sum().item()
-    return loss / len(data), correct / len(data)
+    return loss / len(data), clip_loss / len(data), correct / len(data)
 
 
 def branch_accuracies(head: torch.nn.Module, data: SequenceBatch, batch_size: int = 64) -> dict[str, float] | None:
@@ -162,7 +163,7 @@ def branch_accuracies(head: torch.nn.Module, data: SequenceBatch, batch_size: in
     fusion cannot run with a stream missing (the paper's concatenation)."""
     if not has_branches(head.config):
         return None
-    return {name: _evaluate(head, data, batch_size, drop)[1] for name, drop in (("av", None), ("a", "video"), ("v", "audio"))}
+    return {name: _evaluate(head, data, batch_size, drop)[2] for name, drop in (("av", None), ("a", "video"), ("v", "audio"))}
 
 
 def fusion_warning(accuracies: dict[str, float] | None, where: str) -> str | None:
@@ -225,7 +226,7 @@ def _fit(head: torch.nn.Module, train_seq: SequenceBatch, val_seq: SequenceBatch
                     group["lr"] = lr
             part = train_seq.subset(order[i : i + config.batch_size])
             loss = avarnet_loss(head(part.video, part.audio, part.mask), part.labels, part.mask,
-                                label_smoothing=config.label_smoothing, step_weight=config.step_weight)
+                                label_smoothing=config.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
@@ -235,11 +236,11 @@ def _fit(head: torch.nn.Module, train_seq: SequenceBatch, val_seq: SequenceBatch
         history.append(record)
         if val_seq is None:
             continue
-        val_loss, val_acc = _evaluate(head, val_seq, config.batch_size)
+        val_loss, val_clip_loss, val_acc = _evaluate(head, val_seq, config.batch_size)
         if config.schedule == "plateau" and step >= warmup_steps:
             scheduler.step(val_loss)
-        smoothed = val_loss if smoothed is None else SMOOTHING * val_loss + (1 - SMOOTHING) * smoothed
-        record.update(val_loss=val_loss, val_loss_smoothed=smoothed, val_accuracy=val_acc)
+        smoothed = val_clip_loss if smoothed is None else SMOOTHING * val_clip_loss + (1 - SMOOTHING) * smoothed
+        record.update(val_loss=val_loss, val_clip_loss=val_clip_loss, val_loss_smoothed=smoothed, val_accuracy=val_acc)
         bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", lr=f"{record['lr']:.0e}")
         key = {"accuracy": (val_acc, -val_loss), "smoothed_loss": (-smoothed,), "last": (epoch,)}[config.select]
         if best_key is None or key > best_key:

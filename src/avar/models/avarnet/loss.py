@@ -16,7 +16,6 @@ def avarnet_loss(
     smoothing_weight: float = 0.15,
     tau: float = 4.0,
     label_smoothing: float = 0.0,
-    step_weight: float = 1.0,
 ) -> Tensor:
     """Scalar loss for ``output`` of a batch with clip labels ``labels [B]`` (class indices).
 
@@ -31,8 +30,6 @@ def avarnet_loss(
       between neighbouring real steps, the earlier step detached, clamped at ``tau**2`` so
       real class changes are not over-penalised, averaged over classes and real pairs.
 
-    ``step_weight`` scales the per-step term (1 in the paper reading; the steps outside an
-    anomaly interval look normal, so on few clips this term fights the clip term).
     ``label_smoothing`` softens both cross-entropy targets (0 is the paper's loss).
 
     The result is the mean over stages (MS-TCN sums; the mean keeps the scale independent
@@ -48,5 +45,5 @@ def avarnet_loss(
         log_p = F.log_softmax(logits, dim=-1)
         sq = (log_p[:, 1:] - log_p[:, :-1].detach()).pow(2).clamp(max=tau**2).mean(dim=-1)
         tmse = (sq * pairs).sum() / pairs.sum().clamp(min=1)
-        per_stage.append(clip_ce + step_weight * step_ce + smoothing_weight * tmse)
+        per_stage.append(clip_ce + step_ce + smoothing_weight * tmse)
     return torch.stack(per_stage).mean()
