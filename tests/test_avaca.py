@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from avar.runs import run_method
 from avar.cli import main
 from avar.datasets.annotations import FrameTruth
 from avar.evaluate_weak import evaluate_weak
@@ -32,7 +33,6 @@ from avar.training.weak import (
     WeakRun,
     WeakTrainConfig,
     fit_normalization,
-    is_weak_run,
     segment_means,
     train_weak,
 )
@@ -262,7 +262,7 @@ def test_weak_training_localises_and_audio_beats_zero_audio(toy_features, tmp_pa
 def test_weak_run_round_trip_and_the_supervised_loader_refuses_it(toy_features, tmp_path):
     run = _train(toy_features, tmp_path / "run", epochs=2)
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert meta["method"] == "avaca" and meta["model"]["audio_path"] == "focused" and is_weak_run(tmp_path / "run")
+    assert meta["method"] == "avaca" and meta["model"]["audio_path"] == "focused" and run_method(tmp_path / "run") == "avaca"
     clip = toy_features.split("test")[0]
     loaded = WeakRun.load(tmp_path / "run")
     assert np.allclose(loaded.step_scores(clip.video, clip.audio), run.step_scores(clip.video, clip.audio))

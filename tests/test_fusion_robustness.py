@@ -12,6 +12,7 @@ from avar.models.heads import config_from_dict, head_config
 from avar.robustness import Cell, checks, plan_cells, pooled_logistic_regression, subsample, summarise, uninformative
 from avar.training.loop import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.training.run import Run
+from avar.training.stream_selection import select_streams
 
 EXTRACTORS = {"video": {"name": "toy-video", "version": 1, "dim": 96}, "audio": {"name": "toy-audio", "version": 1, "dim": 8}}
 SMALL_HEAD = {"num_stages": 2, "num_layers": 3, "num_f_maps": 16, "attention_dim": 32, "stream_width": 16}
@@ -65,12 +66,12 @@ def test_fusion_warning_names_the_better_stream():
 
 
 def test_fused_head_keeps_what_the_narrow_useful_stream_knows(tmp_path, one_torch_thread):
-    """96-d noise video beside 8-d informative audio: the fused head (robust defaults) must
-    stay within a few points of audio alone, report both branches, and evaluate must agree."""
+    """96-d noise video beside 8-d informative audio: the fused head (robust defaults, both
+    streams kept) must stay within a few points of audio alone, report both branches, and evaluate must agree."""
     cache = toy_cache(tmp_path / "cache")
     accuracy = {}
     for modality in ("a", "av"):
-        config = TrainConfig(modality=modality, epochs=30, min_steps=120, head=SMALL_HEAD)
+        config = TrainConfig(modality=modality, epochs=30, min_steps=120, head=SMALL_HEAD, select_streams=False)
         run = train_head(cache, tmp_path / modality, config, progress=False)
         accuracy[modality] = evaluate_run(tmp_path / modality, cache.root, "test").accuracy
     assert accuracy["a"] >= 0.9
@@ -85,6 +86,51 @@ def test_fused_head_keeps_what_the_narrow_useful_stream_knows(tmp_path, one_torc
     history = json.loads((tmp_path / "av" / "history.json").read_text())
     assert any(r.get("refit") for r in history) and "val_loss_smoothed" in history[0]
     assert Run.load(tmp_path / "av").config.stream_fusion == "projected"
+
+
+def test_stream_selection_leaves_out_a_stream_that_carries_nothing(tmp_path, one_torch_thread):
+    """Cross-validation on train + val sees that the noise video says nothing: the head asked
+    for audio + video trains on audio alone (the same model as --modality a), says so in the
+    run, and the run still predicts from both streams' features."""
+    cache = toy_cache(tmp_path / "cache", per_class=(8, 2, 3))
+    choice = select_streams(cache.split("train") + cache.split("val"))
+    assert choice.modality == "a" and choice.cv_accuracy["a"] >= 0.9 and choice.cv_accuracy["v"] < 0.5
+    assert choice.chance == 0.25 and "video stream carries no class information" in choice.reason
+    runs = {m: train_head(cache, tmp_path / m, TrainConfig(modality=m, epochs=4, min_steps=0, head=SMALL_HEAD),
+                          progress=False) for m in ("a", "av")}
+    assert runs["av"].config.modality == "a" and runs["av"].extra["train"]["modality"] == "av"
+    assert runs["av"].extra["stream_selection"]["modality"] == "a"
+    assert runs["a"].extra["stream_selection"] is None  # only asked for with both streams
+    clip = cache.split("test")[0]
+    loaded = {m: Run.load(tmp_path / m) for m in runs}
+    for scores in ("step_probabilities", "clip_probabilities"):
+        np.testing.assert_array_equal(getattr(loaded["av"], scores)(clip.video, clip.audio),
+                                      getattr(loaded["a"], scores)(clip.video, clip.audio))
+    kept = train_head(cache, tmp_path / "kept", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False),
+                      progress=False)
+    assert kept.config.modality == "av" and kept.extra["stream_selection"] is None
+    assert TrainConfig(recipe="paper").select_streams is False
+
+
+def test_stream_selection_keeps_both_streams_when_each_adds_something(tmp_path):
+    """Each stream names half of the classes (the built-in benchmark's design): both are kept;
+    with too few labelled clips to cross-validate, both are kept and the reason says so."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 8)) * 2
+    clips = []
+    for label in range(4):
+        for i in range(8):
+            # audio tells {0,1} from {2,3}; video tells {0,2} from {1,3}
+            audio = centres[label // 2] + rng.standard_normal((5, 8))
+            video = np.tile(centres[2 + label % 2], 12)[None, :96] + rng.standard_normal((5, 96))
+            clips.append(StepFeatures(clip_id=f"c{label}_{i}", label=f"class{label}", split="train",
+                                      video=video.astype(np.float32), audio=audio.astype(np.float32),
+                                      times=np.arange(5, dtype=np.float32)))
+    choice = select_streams(clips)
+    assert choice.modality == "av" and choice.cv_accuracy["av"] > max(choice.cv_accuracy["a"], choice.cv_accuracy["v"])
+    assert choice.folds == 5
+    tiny = select_streams([c for c in clips if c.clip_id.endswith("_0")])
+    assert tiny.modality == "av" and tiny.cv_accuracy is None and "nothing to cross-validate" in tiny.reason
 
 
 def test_concatenated_head_reports_no_branches(tmp_path, one_torch_thread):

@@ -286,7 +286,9 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
     assert {"frame_auc", "eer", "floor_auc", "precision", "recall", "accuracy", "f1", "gamma"} <= set(report)
     assert report["n_frames"] == 40 and report["n_anomalous"] == 10 and report["n_videos"] == 2
     assert report["score"] == "video_motion" and report["smooth"] == 10
-    assert {"video_frame", "video_patch", "video_motion", "floor", "floor_mean", "floor_smoothed"} <= set(report["scorers"])
+    assert {"video_frame", "video_patch", "video_motion", "floor", "floor_mean", "floor_smoothed",
+            "calibrated"} <= set(report["scorers"])  # calibrated: as watch scores, on the 2 training videos
+    assert 0 <= report["scorers"]["calibrated"]["auc"] <= 1
     assert 0 <= report["frame_auc"] <= 1 and 0 <= report["eer"] <= 1
     assert report["threshold_source"].startswith("paper Table 6") and report["audio_pairing"].startswith("none")
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())

@@ -208,7 +208,7 @@ def test_bench_times_a_trained_run_with_its_own_backbones(run_dir, media):
     from avar.realtime.bench import run_bench
 
     result = run_bench(run_dir, media, runtime="torch", live_steps=1)
-    assert result["head"] == "trained" and result["steps"] == 6
+    assert result["head"] == "trained avarnet" and result["steps"] == 6
     assert result["backbones"]["video"]["name"] == "efficientnet-lite0"
     assert result["backbones"]["video"]["runtime"] == "torch"
     with pytest.raises(ValueError, match="a run brings its own"):

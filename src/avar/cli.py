@@ -83,13 +83,17 @@ def cmd_train(args) -> int:
     given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
     config = TrainConfig(head_type=args.head, modality=args.modality or "av", fusion=args.fusion,
                          late_mode=args.late_mode, seq_len=args.seq_len, seed=args.seed, recipe=args.recipe,
+                         select_streams=False if args.no_stream_selection else None,
                          head={k: v for k, v in flags.items() if v is not None},
                          **{k: v for k, v in given.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes,
-            **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning")}}
+            **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning",
+                                         "stream_selection")}}
     text = (f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
+    if info["stream_selection"]:
+        text += f"\nstreams: {info['stream_selection']['reason']}"
     branches = info["val_branch_accuracy"]
     if branches:
         text += (f"\nvalidation accuracy: audio + video {branches['av']:.3f}, audio branch alone {branches['a']:.3f}, "
@@ -142,6 +146,11 @@ def cmd_train_autoencoder(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from avar.runs import METHODS, run_method
+
+    learning = METHODS[run_method(args.run_dir)]
+    if learning == "unsupervised" and args.data is None:
+        raise ValueError(f"{args.run_dir} is an autoencoder run: evaluate it on frames with --data DATA_DIR")
     if args.data is not None:
         from avar.evaluate_detection import evaluate_autoencoder
 
@@ -149,11 +158,9 @@ def cmd_evaluate(args) -> int:
                                       smooth=args.smooth, audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
         return _emit(args, report.to_dict(), report.to_markdown())
     from avar.evaluate import evaluate_run
-    from avar.training.weak import is_weak_run
-
     if args.features_dir is None:
-        raise ValueError("avar evaluate needs FEATURES_DIR (a supervised run) or --data DATA_DIR (an autoencoder run)")
-    if is_weak_run(args.run_dir):
+        raise ValueError(f"avar evaluate {args.run_dir} needs FEATURES_DIR (made by `avar extract`)")
+    if learning == "weak":
         from avar.evaluate_weak import evaluate_weak
 
         report = evaluate_weak(args.run_dir, args.features_dir, args.split, args.out, annotations=args.annotations,
@@ -278,13 +285,16 @@ def cmd_watch(args) -> int:
     from avar.realtime.events import EventConfig
     from avar.realtime.store import EventStore
     from avar.realtime.watch import Watcher
+    from avar.runs import load_run
 
+    run = load_run(args.run_dir)
     thresholds = dict(item.split("=", 1) for item in args.class_threshold)
-    config = EventConfig(threshold=args.threshold, release=args.release, min_duration=args.min_duration,
+    given = {"threshold": args.threshold, "release": args.release, "min_duration": args.min_duration}
+    config = EventConfig(**{**run.extra.get("thresholds", {}), **{k: v for k, v in given.items() if v is not None}},
                          class_thresholds={k: float(v) for k, v in thresholds.items()})
     store = EventStore(args.db) if args.db else None
     try:
-        watcher = Watcher(args.run_dir, causal=args.causal, events=config, store=store,
+        watcher = Watcher(run, causal=args.causal, events=config, store=store,
                           jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch)
         for record in watcher.watch(args.source, realtime=args.realtime):
             if args.json:
@@ -324,10 +334,10 @@ def cmd_bench(args) -> int:
 
 def cmd_export(args) -> int:
     from avar.features import build_extractor
-    from avar.training.run import Run
+    from avar.runs import load_run
 
     if args.run:
-        backbones = Run.load(args.run).build_extractors(runtime="torch")
+        backbones = load_run(args.run).build_extractors(runtime="torch")
     else:
         backbones = [build_extractor(name, weights) for name, weights in
                      ((args.video, args.video_weights), (args.audio, args.audio_weights)) if name]
@@ -346,13 +356,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    """``avar upgrade RUN_DIR --data DATA_DIR``: calibrate an autoencoder run saved before runs
+    carried a calibration for files and streams."""
+    from avar.training.autoencoder import upgrade_autoencoder
+
+    run = upgrade_autoencoder(args.run_dir, args.data, audio_dir=args.audio)
+    calibration = run.stream["calibration"]
+    return _emit(args, run.stream, f"calibrated {args.run_dir} on {calibration['frames']} steps of "
+                                   f"{calibration['videos']} normal training videos at {run.stream['fps']:g} fps")
+
+
 def cmd_demo(args) -> int:
-    from avar.demo import results_table, run_demo
+    from avar.demo import results_table, run_demo, weak_table
 
     result = run_demo(args.out, seed=args.seed, clips_per_class=args.clips_per_class, epochs=args.epochs,
                       progress=not args.quiet)
     print()
     print(results_table(result.results))
+    print("\nAVACA from video-level labels, test split:")
+    print(weak_table(result.weak))
     print(f"\nreport: {result.report} (and report.html); finished in {result.seconds:.0f} s")
     return 0
 
@@ -433,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=sorted(RECIPES), default="robust", help="avarnet: robust (default; AdamW, "
                    "label smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper "
                    "(Adam 1e-2, plateau schedule, best validation accuracy)")
+    p.add_argument("--no-stream-selection", action="store_true", help="avarnet --modality av: fuse both streams even "
+                   "when cross-validation on the labelled clips says one carries no class information (the robust "
+                   "recipe checks by default; --recipe paper never does)")
     p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
     p.add_argument("--seq-len", type=int, default=10)
     p.add_argument("--epochs", type=int, help="default 50 (avarnet), 6 (autoencoder) or 100 (avaca/mil)")
@@ -534,9 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLite event store to write events and sources to")
     p.add_argument("--jsonl", help="append events to this JSON-lines file")
     p.add_argument("--thumbnails", help="directory for event thumbnails (JPEG)")
-    p.add_argument("--threshold", type=float, default=0.5, help="anomaly score that opens an event")
-    p.add_argument("--release", type=float, default=0.4, help="score below which an event closes")
-    p.add_argument("--min-duration", type=float, default=1.0, help="seconds; shorter events are dropped")
+    p.add_argument("--threshold", type=float, help="anomaly score that opens an event (default: the run's, else "
+                   "0.5; an autoencoder run's is 0.99, reached by 1%% of normal steps)")
+    p.add_argument("--release", type=float, help="score below which an event closes (default: the run's, else 0.4)")
+    p.add_argument("--min-duration", type=float, help="seconds; shorter events are dropped (default 1)")
     p.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=P",
                    help="per-class opening threshold on that class's probability (repeatable)")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
@@ -573,7 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most N events")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
 
-    p = command("demo", cmd_demo, "the main job: synth -> extract -> train a/v/av -> evaluate -> predict")
+    p = command("upgrade", cmd_upgrade, "calibrate an autoencoder run saved before runs were calibrated, so "
+                "predict and watch can use it")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="DATA_DIR the run was trained on (its normal training videos)")
+    p.add_argument("--audio", help="AUDIO_DIR paired with frame folders, as at training")
+    p.add_argument("--json", action="store_true")
+
+    p = command("demo", cmd_demo, "the main job: synth -> extract -> train a/v/av and AVACA -> evaluate -> predict")
     p.add_argument("--out", default="avar-demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips-per-class", type=int, default=24)

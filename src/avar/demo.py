@@ -1,4 +1,5 @@
-"""The main job: synthetic media -> features -> three heads -> evaluation -> one explained clip."""
+"""The main job: synthetic media -> features -> three supervised heads and one weakly
+supervised model -> evaluation -> one explained clip, both runs' score curves side by side."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from avar.datasets.folders import discover
 from avar.evaluate import evaluate_run
+from avar.evaluate_weak import evaluate_weak
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
 from avar.media.synth import synthesize
 from avar.predict import predict_files
-from avar.report.plots import plot_bars
+from avar.report.plots import plot_bars, plot_step_scores
 from avar.training.loop import TrainConfig, train_head
+from avar.training.weak import WeakTrainConfig, train_weak
 
 MODALITY_NAMES = {"a": "audio only", "v": "video only", "av": "audio + video (early fusion)"}
 
@@ -25,6 +30,8 @@ class DemoResult:
     out_dir: Path
     results: dict[str, dict]
     """Per modality: the test metrics (``ClassificationReport.to_dict()``) plus ``params``."""
+    weak: dict
+    """The AVACA run's frame-level test metrics (``WeakDetectionReport.to_dict()``)."""
     report: Path
     seconds: float
 
@@ -43,13 +50,13 @@ def run_demo(
     out = Path(out_dir)
     data_dir, features_dir = out / "data", out / "features"
 
-    log(f"[1/5] synthesising the benchmark into {data_dir}")
+    log(f"[1/6] synthesising the benchmark into {data_dir}")
     meta_path = data_dir / "metadata.json"
     if not meta_path.is_file():
         synthesize(data_dir, seed=seed, clips_per_class=clips_per_class, seconds=seconds, progress=progress)
     metadata = json.loads(meta_path.read_text())
 
-    log(f"[2/5] extracting {DEFAULT_VIDEO} + {DEFAULT_AUDIO} features into {features_dir}")
+    log(f"[2/6] extracting {DEFAULT_VIDEO} + {DEFAULT_AUDIO} features into {features_dir}")
     summary = extract_dataset(
         discover(data_dir, seed=seed),
         features_dir,
@@ -63,26 +70,39 @@ def run_demo(
 
     results = {}
     for modality in ("a", "v", "av"):
-        log(f"[3-4/5] training and evaluating the AVAR-Net head on {MODALITY_NAMES[modality]}")
+        log(f"[3/6] training and evaluating the AVAR-Net head on {MODALITY_NAMES[modality]}")
         run_dir = out / f"run-{modality}"
         run = train_head(features, run_dir, TrainConfig(modality=modality, epochs=epochs, seed=seed), progress=progress)
         report = evaluate_run(run_dir, features_dir, "test")
         results[modality] = {**report.to_dict(), "params": run.extra["params"], "best_epoch": run.extra["best_epoch"]}
 
-    log("[5/5] explaining one test clip second by second")
+    log("[4/6] training AVACA from video-level labels only (normal or not) and scoring its steps")
+    train_weak(features, out / "run-avaca", WeakTrainConfig(seed=seed), progress=progress)
+    weak = evaluate_weak(out / "run-avaca", features_dir, "test", plots=False).to_dict()
+
+    log("[5/6] explaining one test clip second by second with both runs")
     clip = _pick_clip(features, metadata, data_dir)
     interval = clip["interval"]
     predictions, _ = predict_files(
         out / "run-av", [clip["path"]], out / "predict",
         intervals={clip["path"]: tuple(interval)} if interval else None, progress=False, runtime="auto",
     )
+    weak_steps = predict_files(out / "run-avaca", [clip["path"]], progress=False, runtime="auto")[0][0].steps
+    plot_step_scores(
+        np.array([s.time for s in weak_steps]),
+        {"AVAR-Net (clip labels)": np.array([s.anomaly_score for s in predictions[0].steps]),
+         "AVACA (video-level labels)": np.array([s.anomaly_score for s in weak_steps])},
+        out / "localisation.png", interval=tuple(interval) if interval else None,
+        title=f"{Path(clip['path']).name}: true {clip['label']}",
+    )
+    log("[6/6] writing the report")
     plot_bars(
         {MODALITY_NAMES[m]: r["accuracy"] for m, r in results.items()},
         out / "accuracy.png", "Test accuracy by modality", "accuracy",
     )
     elapsed = time.perf_counter() - started
-    report_path = _write_report(out, results, predictions[0], clip, elapsed)
-    return DemoResult(out, results, report_path, elapsed)
+    report_path = _write_report(out, results, weak, predictions[0], weak_steps, clip, elapsed)
+    return DemoResult(out, results, weak, report_path, elapsed)
 
 
 def _pick_clip(features: FeatureSet, metadata: dict, data_dir: Path) -> dict:
@@ -106,11 +126,22 @@ def results_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def _write_report(out: Path, results: dict, prediction, clip: dict, elapsed: float) -> Path:
+def weak_table(weak: dict) -> str:
+    """The AVACA run's test metrics as a Markdown table."""
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.3f}"
+    return "\n".join(["| frame AUC | frame AP | AUC, anomalous clips only | clip AUC |", "|---|---|---|---|",
+                      f"| {fmt(weak['frame_auc'])} | {fmt(weak['frame_ap'])} | {fmt(weak['frame_auc_anomalous'])} | "
+                      f"{fmt(weak['video_auc'])} |"])
+
+
+def _write_report(out: Path, results: dict, weak: dict, prediction, weak_steps: list, clip: dict,
+                  elapsed: float) -> Path:
     table = results_table(results)
     interval = clip["interval"]
     steps = "\n".join(
-        f"| {s.time:.0f}-{s.end:.0f} s | {s.predicted} | {s.anomaly_score:.2f} |" for s in prediction.steps
+        f"| {s.time:.0f}-{s.end:.0f} s | {s.predicted} | {s.anomaly_score:.2f} | {w.anomaly_score:.2f} |"
+        for s, w in zip(prediction.steps, weak_steps)
     )
     markdown = f"""# avar demo
 
@@ -133,8 +164,20 @@ predicted **{prediction.clip_class}**.
 
 ![score curve]({Path(prediction.plot).relative_to(out) if prediction.plot else ''})
 
-| step | predicted | anomaly score |
-|---|---|---|
+## Localisation: clip labels against video-level labels
+
+AVACA (cross-attention, DMIL + center loss) trained on the same clips knowing only whether
+each clip is normal; its step scores on the test split, expanded to frames against the true
+intervals:
+
+{weak_table(weak)}
+
+The same clip through both runs, true interval shaded:
+
+![localisation](localisation.png)
+
+| step | AVAR-Net predicted | AVAR-Net anomaly score | AVACA anomaly score |
+|---|---|---|---|
 {steps}
 
 Finished in {elapsed:.0f} s.

@@ -43,12 +43,12 @@ def evaluate_run(
     unknown = sorted({c.label for c in clips} - set(run.classes))
     if unknown:
         raise ValueError(f"{features.root}: classes {unknown} in '{split}' were not in training: {run.classes}")
-    probs = np.stack([run.probabilities(c.video, c.audio)[1] for c in clips])
+    probs = np.stack([run.clip_probabilities(c.video, c.audio) for c in clips])
     y = np.array([run.classes.index(c.label) for c in clips])
     report = classification_report(y, probs, run.classes)
     if has_branches(run.config):
         report.branch_accuracy = {"av": report.accuracy} | {
-            modality: float(np.mean([run.probabilities(c.video, c.audio, drop)[1].argmax() == label
+            modality: float(np.mean([run.clip_probabilities(c.video, c.audio, drop).argmax() == label
                                      for c, label in zip(clips, y)]))
             for modality, drop in (("a", "video"), ("v", "audio"))}
         report.fusion_warning = fusion_warning(report.branch_accuracy, f"{run_dir} on {features.root} '{split}'")

@@ -37,6 +37,9 @@ JOINT_GAMMA = 0.5
 FLOOR = "floor"
 FLOOR_MEAN = "floor_mean"
 FLOOR_SMOOTHED = "floor_smoothed"
+CALIBRATED = "calibrated"
+"""The run's scores as files and streams get them (:class:`~avar.training.autoencoder.AERun`):
+no per-video min-max, the held-out normal calibration instead."""
 _META = ("video", "labels", "fps")
 
 
@@ -272,6 +275,14 @@ def evaluate_autoencoder(
         eer, _ = equal_error_rate(labels, s)
         scorers[name] = {"auc": roc_auc(labels, s), "eer": eer}
     primary = _primary(run, score)
+    if run.video_model is not None and run.audio_model is None and run.meta.get("stream"):
+        # What `avar watch` scores: centred windows, mapped through the run's normal calibration,
+        # no per-video normalisation (so it needs no whole video).
+        calibrated = np.concatenate([run.step_probabilities(load_video(v, run.frame_size).frames.reshape(
+            len(y), -1).astype(np.float32), np.zeros((len(y), 0), np.float32))[:, 1]
+            for v, y in zip(tests, rows["labels"])])
+        eer, _ = equal_error_rate(labels, calibrated)
+        scorers[CALIBRATED] = {"auc": roc_auc(labels, calibrated), "eer": eer}
 
     if gamma is not None:
         source = "given"

@@ -12,7 +12,8 @@ from tqdm import tqdm
 from avar.features.cache import features_from_steps, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
 from avar.report.plots import plot_score_curve
-from avar.training.run import Run
+from avar.runs import load_run
+from avar.training.run import FeatureRun
 
 
 @dataclass
@@ -49,34 +50,36 @@ class Prediction:
         }
 
 
+def step_record(run: FeatureRun, time: float, end: float, probabilities: np.ndarray) -> StepRecord:
+    """The record of one step scored by ``run`` (``probabilities [C]`` in ``run.classes`` order)."""
+    return StepRecord(
+        time=round(float(time), 3),
+        end=round(float(end), 3),
+        predicted=run.classes[int(probabilities.argmax())],
+        probabilities={c: round(float(x), 5) for c, x in zip(run.classes, probabilities)},
+        anomaly_score=round(float(run.anomaly_score(probabilities)), 5),
+    )
+
+
 class Predictor:
-    """A run plus the backbones it was trained on, loaded once for many files."""
+    """A run of any feature-scoring method plus the backbones it was trained on, loaded once
+    for many files."""
 
     def __init__(self, run_dir: Path | str, device: str = "cpu", runtime: str = "torch"):
-        self.run = Run.load(run_dir)
+        self.run = load_run(run_dir)
         self.video, self.audio = self.run.build_extractors(device, runtime)
 
     def predict(self, path: Path | str) -> Prediction:
         steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))
         video, audio = features_from_steps(steps, self.video, self.audio)
-        step_p, clip_p = self.run.probabilities(video, audio)
+        step_p = self.run.step_probabilities(video, audio)
+        clip_p = self.run.clip_probabilities(video, audio)
         classes = self.run.classes
-        scores = self.run.anomaly_score(step_p)
-        records = [
-            StepRecord(
-                time=round(float(t), 3),
-                end=round(float(min(t + steps.step, steps.duration)), 3),
-                predicted=classes[int(p.argmax())],
-                probabilities={c: round(float(x), 5) for c, x in zip(classes, p)},
-                anomaly_score=round(float(s), 5),
-            )
-            for t, p, s in zip(steps.times, step_p, scores)
-        ]
         return Prediction(
             path=str(path),
             clip_class=classes[int(clip_p.argmax())],
             clip_probabilities={c: round(float(x), 5) for c, x in zip(classes, clip_p)},
-            steps=records,
+            steps=[step_record(self.run, t, min(t + steps.step, steps.duration), p) for t, p in zip(steps.times, step_p)],
             audio_missing=steps.audio_missing,
         )
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from avar.ablate import HEAD_ORDER, MODALITY_LABELS, MODALITY_ORDER, RESULT_FILE, finished, run_parallel
 from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
+from avar.training.stream_selection import pooled_clip_features, pooled_regression
 
 VARIANTS = ("clean", "video-shuffled", "audio-shuffled")
 """'clean': the features as extracted; '<stream>-shuffled': that stream's features moved to
@@ -69,19 +70,11 @@ def _write(features: FeatureSet, out_dir: Path | str, clips: list[StepFeatures])
 def pooled_logistic_regression(features: FeatureSet, modality: str = "av", seed: int = 0) -> float:
     """Test accuracy of a logistic regression on each clip's mean- and max-pooled,
     standardised features, fitted on train + val: the simple baseline a head must beat."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    def pooled(clip: StepFeatures) -> np.ndarray:
-        x = np.hstack([s for m, s in (("v", clip.video), ("a", clip.audio)) if m in modality])
-        return np.hstack([x.mean(0), x.max(0)])
-
     fit = features.split("train") + features.split("val")
     test = features.split("test")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
-    model.fit(np.stack([pooled(c) for c in fit]), [c.label for c in fit])
-    return float(model.score(np.stack([pooled(c) for c in test]), [c.label for c in test]))
+    model = pooled_regression(seed)
+    model.fit(np.stack([pooled_clip_features(c, modality) for c in fit]), [c.label for c in fit])
+    return float(model.score(np.stack([pooled_clip_features(c, modality) for c in test]), [c.label for c in test]))
 
 
 @dataclass(frozen=True)

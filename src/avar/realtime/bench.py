@@ -34,6 +34,7 @@ from avar.features.runtime import user_cache_dir
 from avar.media.synth import CLASSES, write_bench_clip
 from avar.models.heads import build_head, head_config
 from avar.realtime.watch import Watcher
+from avar.runs import load_run
 from avar.training.run import Normalization, Run
 
 BENCH_CLIP = "bench-60s-1280x720-25fps-h264-2M-aac48k.mp4"
@@ -131,7 +132,7 @@ def run_bench(
     if run_dir is not None:
         if video or audio:
             raise ValueError("--video/--audio choose backbones for a random head; a run brings its own")
-        run = Run.load(run_dir)
+        run = load_run(run_dir)
         ex = run.extractors
         names = {m: ex[m]["name"] for m in ("video", "audio")}
         weights = {m: None if random_weights else ex[m].get("weights") for m in ("video", "audio")}
@@ -139,8 +140,11 @@ def run_bench(
         run = None
         names = {"video": video or DEFAULT_VIDEO, "audio": audio or DEFAULT_AUDIO}
         weights = {"video": None, "audio": None}
-    extractors = tuple(build_extractor(names[m], weights[m], device, runtime=runtime, random_weights=random_weights)
-                       for m in ("video", "audio"))
+    if run is not None and not random_weights:
+        extractors = run.build_extractors(device, runtime)  # a run may read more than registered extractors
+    else:
+        extractors = tuple(build_extractor(names[m], weights[m], device, runtime=runtime,
+                                           random_weights=random_weights) for m in ("video", "audio"))
     run = run or random_run(*extractors)
     watcher = Watcher(run, causal=causal, batch=batch, extractors=extractors)
     setup_s = time.perf_counter() - began
@@ -182,7 +186,7 @@ def run_bench(
             for m, e in (("video", extractors[0]), ("audio", extractors[1]))
         },
         "runtime": runtime,
-        "head": "trained" if run_dir is not None else "random (default AVAR-Net shape)",
+        "head": f"trained {run.method}" if run_dir is not None else "random (default AVAR-Net shape)",
         "window": "causal" if causal else "centred",
         "batch": batch,
         "threads": torch.get_num_threads(),

@@ -7,16 +7,16 @@ thread, runs a trained run's extractors on the steps ready so far (a batch of up
 one at a time on a live source), keeps a sliding window of the last ``seq_len`` step features
 for the head, and feeds the records to an ``EventDetector``.
 
-Two ways to place the head's window around step ``t`` (``L = seq_len``):
+Two ways to place the head's window around step ``t`` (``L = seq_len``), both from
+:mod:`avar.training.sequences`, the windows and padding training and ``avar predict`` use:
 
 * **causal**: the window ``[t - L + 1, t]`` (fewer steps at the start), real steps first and
   right padding as in training; the record is ready as soon as step ``t`` is, and never depends
   on later media.
 * **centred** (default): the window of ``L`` steps starting at ``t - (L - 1) // 2`` (shifted to
   stay inside the stream), so the record waits for step ``t + L // 2`` (for the first steps:
-  step ``L - 1``) or the end of the stream. A stream of at most ``L`` steps is thus seen in one
-  window, exactly as ``Predictor.predict`` sees it; longer ones differ from ``predict``, which
-  averages half-overlapping windows.
+  step ``L - 1``) or the end of the stream. This is the window ``Predictor.predict`` scores
+  step ``t`` in, so for a file the records equal ``avar predict``'s whatever its length.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from typing import Iterator
 
 import av
 import numpy as np
-import torch
 
 from avar.features import Extractor
 from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps
-from avar.predict import StepRecord
+from avar.predict import StepRecord, step_record
 from avar.realtime.events import Event, EventConfig, EventDetector, save_thumbnail
 from avar.realtime.store import EventStore, write_jsonl
-from avar.training.run import Run
+from avar.runs import load_run
+from avar.training.run import FeatureRun
+from avar.training.sequences import causal_start, centred_start, pad_windows
 
 BACKOFF_START = 0.5
 """Seconds before the first reconnection attempt; doubled after each failed one."""
@@ -62,7 +63,7 @@ class Watcher:
 
     def __init__(
         self,
-        run: Run | Path | str,
+        run: FeatureRun | Path | str,
         *,
         causal: bool = False,
         events: EventConfig | None = None,
@@ -77,7 +78,7 @@ class Watcher:
         batch: int = 8,
         extractors: tuple[Extractor, Extractor] | None = None,
     ):
-        self.run = run if isinstance(run, Run) else Run.load(run)
+        self.run = run if isinstance(run, FeatureRun) else load_run(run)
         self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
         self.batch = batch
         self.stats = WatchStats()
@@ -224,7 +225,7 @@ class _Window:
     def push(self, group: list[tuple[StepMedia, float]]) -> list[StepRecord]:
         """Add a batch of steps (media, time complete); return the records now decidable."""
         video, audio = self.w.features(np.stack([m.frame for m, _ in group]), np.stack([m.audio for m, _ in group]))
-        v, a = self.run.norm.apply(video, audio)
+        v, a = self.run.normalise(video, audio)
         self.video.extend(v)
         self.audio.extend(a)
         self.spans.extend((m.time, m.end) for m, _ in group)
@@ -234,9 +235,10 @@ class _Window:
         while self.next < n:
             t = self.next
             if self.w.causal:
-                start, stop = max(0, t - L + 1), t + 1
+                start, stop = causal_start(t, L), t + 1
             else:
-                start = max(0, t - (L - 1) // 2)
+                # the window centred on t once it is complete; it never moves again
+                start = centred_start(t, t + L, L)
                 stop = start + L
                 if stop > n:
                     break
@@ -250,7 +252,7 @@ class _Window:
         n, L = self.first + len(self.video), self.run.seq_len
         windows = []
         for t in range(self.next, n):
-            start = max(0, min(t - (L - 1) // 2, n - L))
+            start = centred_start(t, n, L)
             windows.append((t, start, min(n, start + L)))
         self.next = n
         return self._records(windows)
@@ -263,39 +265,23 @@ class _Window:
             del self.video[:drop], self.audio[:drop], self.spans[:drop], self.ready[:drop]
             self.first = keep_from
 
-    @torch.inference_mode()
     def _records(self, windows: list[tuple[int, int, int]]) -> list[StepRecord]:
         """One record per ``(step, window start, window stop)``, the windows in one head batch."""
         if not windows:
             return []
-        run, L = self.run, self.run.seq_len
         t0 = time.perf_counter()
-        video = np.zeros((len(windows), L, self.video[0].shape[0]), np.float32)
-        audio = np.zeros((len(windows), L, self.audio[0].shape[0]), np.float32)
-        mask = np.zeros((len(windows), L), bool)
-        for row, (_, start, stop) in enumerate(windows):
-            lo, hi = start - self.first, stop - self.first
-            video[row, : hi - lo], audio[row, : hi - lo], mask[row, : hi - lo] = self.video[lo:hi], self.audio[lo:hi], True
-        run.head.eval()
-        out = run.head(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mask))
-        rows = torch.arange(len(windows))
-        at = torch.tensor([t - start for t, start, _ in windows])
-        probs = torch.softmax(out.step_logits[rows, at], -1).numpy().astype(np.float64)
-        scores = run.anomaly_score(probs)
+        (video, audio), mask = pad_windows([self.video, self.audio], [(start, stop) for _, start, stop in windows],
+                                           self.run.seq_len, offset=self.first)
+        probs = self.run.window_probabilities(video, audio, mask)
+        probs = probs[np.arange(len(windows)), [t - start for t, start, _ in windows]]
         now = time.perf_counter()
         stats = self.w.stats
         stats.head_s += now - t0
         records = []
-        for (t, _, _), p, score in zip(windows, probs, scores):
+        for (t, _, _), p in zip(windows, probs):
             time_, end = self.spans[t - self.first]
             stats.latencies.append(now - self.ready[t - self.first])
-            records.append(StepRecord(
-                time=round(float(time_), 3),
-                end=round(float(end), 3),
-                predicted=run.classes[int(p.argmax())],
-                probabilities={c: round(float(x), 5) for c, x in zip(run.classes, p)},
-                anomaly_score=round(float(score), 5),
-            ))
+            records.append(step_record(self.run, time_, end, p))
         stats.steps += len(records)
         return records
 

@@ -22,7 +22,8 @@ from avar.ablate import HEAD_ORDER, METRICS, MODALITY_LABELS, MODALITY_ORDER, su
 from avar.evaluate import check_compatible, evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.report.plots import new_figure, plot_confusion, plot_score_curve, save_figure
-from avar.training.run import Run
+from avar.runs import load_run
+from avar.training.run import FeatureRun, Run
 
 REPORT_FILE = "report.html"
 METADATA_FILE = "metadata.json"
@@ -163,10 +164,12 @@ def _accuracy_chart(table2: dict, path: Path) -> Path:
 
 
 def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading_level: int = 2) -> str:
-    h = f"h{heading_level}"
-    run = Run.load(run_dir)
+    run = load_run(run_dir)
     if "features_dir" not in run.extra:
         raise ValueError(f"{run_dir}: config.json records no features_dir; retrain it with `avar train`")
+    if run.learning == "weak":
+        return _weak_run_section(run, run_dir, assets, split, n_curves, heading_level)
+    h = f"h{heading_level}"
     features_dir = Path(run.extra["features_dir"])
     eval_path = run_dir / f"eval_{split}.json"
     if not eval_path.is_file():
@@ -224,23 +227,61 @@ def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading
                                   f"{len(tsne_clips)} clips of {tsne_scope}: mean over steps of the run-normalised "
                                   "[video, audio] features, coloured by true class."))
 
-    parts.append(f"<{h}>Anomaly score over time</{h}>")
+    parts += _score_curves(run, features, pick_curve_clips(clips, run.classes, n_curves), assets, prefix, h)
+    return "\n".join(parts)
+
+
+def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
+                      heading_level: int) -> str:
+    """A weakly supervised run: its frame-level metrics (``avar evaluate``) and score curves."""
+    from avar.evaluate_weak import evaluate_weak
+
+    h = f"h{heading_level}"
+    features_dir = Path(run.extra["features_dir"])
+    eval_path = run_dir / f"eval_weak_{split}.json"
+    if not eval_path.is_file():
+        evaluate_weak(run_dir, features_dir, split, plots=False)
+    report = json.loads(eval_path.read_text())
+    features = FeatureSet.open(features_dir)
+    keys = ("frame_auc", "frame_ap", "frame_ap_xd", "frame_auc_anomalous", "video_auc")
+    train = run.extra.get("train", {})
+    rows = [["run", str(run_dir)], ["features", str(features_dir)],
+            ["method (weakly supervised)", train.get("method", run.method)],
+            ["scoring window (steps)", run.seq_len], ["best epoch", run.extra.get("best_epoch", "?")],
+            [f"{split} videos (anomalous)", f"{report['n_videos']} ({report['n_anomalous_videos']})"],
+            ["frame truth", report["truth"]], *([k, _num(report[k])] for k in keys)]
+    parts = [f"<{h}>Summary ({html.escape(split)} split)</{h}>", _table(["metric", "value"], rows)]
+    for title, table in (("class group", report["per_group"]), ("class", report["per_class"])):
+        if table:
+            parts.append(_table([title, "videos", *keys], [[name, m["n_videos"], *(_num(m[k]) for k in keys)]
+                                                          for name, m in table.items()]))
+    clips = sorted(features.split(split), key=lambda c: (c.label == "normal", c.clip_id))
+    parts += _score_curves(run, features, clips[:n_curves], assets, f"{run_dir.name}_{split}", h)
+    return "\n".join(parts)
+
+
+def _score_curves(run: FeatureRun, features: FeatureSet, clips: list[StepFeatures], assets: Path, prefix: str,
+                  h: str) -> list[str]:
+    """The anomaly score over time of ``clips`` as ``avar predict`` scores them, with the true
+    interval of synthetic clips shaded."""
+    parts = [f"<{h}>Anomaly score over time</{h}>"]
     # Caches made from published features (FeatureSet.create) record no media path.
     media = {c["clip_id"]: Path(c["path"]) for c in features.clips if c.get("path")}
-    for clip in pick_curve_clips(clips, run.classes, n_curves):
-        step_probs, clip_probs = run.probabilities(clip.video, clip.audio)
+    for clip in clips:
+        step_probs, clip_probs = run.step_probabilities(clip.video, clip.audio), run.clip_probabilities(clip.video, clip.audio)
         predicted = run.classes[int(clip_probs.argmax())]
         interval = known_interval(media[clip.clip_id]) if clip.clip_id in media else None
         path = plot_score_curve(
             clip.times, run.anomaly_score(step_probs), assets / f"{prefix}_curve_{clip.clip_id}.png",
-            class_probs={name: step_probs[:, k] for k, name in enumerate(run.classes) if name != "normal"},
+            class_probs={name: step_probs[:, k] for k, name in enumerate(run.classes) if name != "normal"}
+            if run.learning == "supervised" else None,
             interval=interval, title=f"{clip.clip_id}: true {clip.label}, predicted {predicted}",
         )
         shading = "true anomaly shaded" if interval else "true interval unknown"
         parts.append(_figure_html(path, f"anomaly score of {clip.clip_id}",
                                   f"{clip.clip_id}: true {clip.label}, predicted {predicted} "
                                   f"(p={clip_probs.max():.2f}); {shading}."))
-    return "\n".join(parts)
+    return parts
 
 
 def pick_curve_clips(clips: list[StepFeatures], classes: list[str], n: int) -> list[StepFeatures]:

@@ -107,6 +107,34 @@ def plot_score_curve(
     return save_figure(fig, path)
 
 
+def plot_step_scores(
+    times_s: np.ndarray,
+    curves: dict[str, np.ndarray],
+    path: str | Path,
+    *,
+    interval: tuple[float, float] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Several runs' anomaly scores (0..1) of one clip against time in seconds, one value per
+    step: ``curves`` maps a legend name to ``[T]`` scores aligned with ``times_s`` (the first
+    drawn solid and bold); ``interval`` is the true anomaly ``(start_s, end_s)``, shaded."""
+    times = np.asarray(times_s, dtype=np.float64)
+    if times.ndim != 1 or not curves:
+        raise ValueError("plot_step_scores needs 1-D times and at least one curve")
+    for name, values in curves.items():
+        if np.shape(values) != times.shape:
+            raise ValueError(f"curve '{name}' has shape {np.shape(values)}, expected {times.shape} like times_s")
+    fig = new_figure(7.0, 2.8)
+    ax = fig.add_subplot()
+    if interval is not None:
+        ax.axvspan(*interval, color="tab:red", alpha=0.15, label="true anomaly")
+    for k, (name, values) in enumerate(curves.items()):
+        style = {"color": "black", "linewidth": 1.8} if k == 0 else {"linestyle": "--", "linewidth": 1.4}
+        ax.plot(times, np.asarray(values, dtype=np.float64), label=name, marker=".", **style)
+    ax.set_ylim(-0.02, 1.02)
+    return _finish_line_plot(fig, ax, path, "time (s)", "anomaly score", "upper left", title)
+
+
 def plot_frame_scores(
     curves: dict[str, np.ndarray],
     labels: np.ndarray,

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter1d
@@ -32,6 +33,7 @@ from avar.datasets.framefolders import FrameDataset, LoadedVideo, load_video, op
 from avar.features.cache import write_json_atomic
 from avar.features.spectral import SPECTRAL_RATE, MinMaxNormalizer, spectral_features
 from avar.models.frame_difference import DEFAULT_GRID, grid_cell_means
+from avar.training.run import FeatureRun
 from avar.models.seq2seq_ae import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfig, VideoSeq2SeqAE, count_parameters
 
 METHOD = "autoencoder"
@@ -80,6 +82,10 @@ class AETrainConfig:
     """Rows x columns of the ``patch`` scorer's grid over the frame."""
     precision: str = "auto"
     """'bf16' (CPU or GPU autocast), 'fp32', or 'auto': bf16 where the hardware runs it natively."""
+    calibration_fraction: float = 0.2
+    """Share of the normal training videos held out of training to calibrate the scores on
+    files and streams (at least one video; with fewer than three training videos the
+    calibration uses the training videos themselves and the run says so)."""
     seed: int = 0
     threads: int | None = None
     """Torch CPU threads; None leaves torch's default (one per core)."""
@@ -176,9 +182,64 @@ def scoring_windows(n_frames: int, seq_len: int, stride: int) -> list[np.ndarray
     return [s + np.arange(seq_len) for s in starts]
 
 
+STREAM_CLASSES = ["normal", "anomaly"]
+FALSE_ALARM = 0.01
+"""Default event threshold on files and streams: the calibrated score that this share of
+normal held-out steps reaches (1%)."""
+CALIBRATION_LEVELS = 201
+"""Quantiles of the normal scores stored in the run (every 0.5%)."""
+
+
+class GrayFrames:
+    """The visual autoencoder's input from decoded RGB frames: grayscale, area-resized to
+    ``size`` x ``size`` as :func:`avar.datasets.framefolders.load_video` resizes, flattened
+    to ``float32 [B, size * size]`` in 0..255."""
+
+    name = "gray-frames"
+    runtime = "numpy"
+    input_size = None  # frames arrive at their native size and are resized here
+
+    def __init__(self, size: int):
+        self.size, self.dim = size, size * size
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        out = []
+        for frame in frames:
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
+            if gray.shape != (self.size, self.size):
+                gray = cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            out.append(gray.reshape(-1))
+        return np.stack(out).astype(np.float32)
+
+
+class NoAudio:
+    """Stands in for an audio extractor when a run reads no sound: ``[B, 0]``."""
+
+    name = "none"
+    runtime = "numpy"
+    dim = 0
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        return np.zeros((len(audio), 0), np.float32)
+
+
 @dataclass
-class AERun:
-    """Trained autoencoder(s) with everything needed to score new videos."""
+class AERun(FeatureRun):
+    """Trained autoencoder(s) with everything needed to score new videos.
+
+    On files and streams (``avar predict`` / ``watch``, visual model only) a step is one frame
+    at the training videos' frame rate; step ``t`` is scored in the window of ``seq_len``
+    frames centred on it (the shared windows of :mod:`avar.training.sequences`): the mean
+    over the window of its frames' errors (``config.score``), which is the evaluation's
+    centred smoothing, mapped through the normal errors of held-out training videos
+    (``stream.calibration``) to the share of normal steps it exceeds. So a score means the
+    same on every video and on a live stream, and 0.99 is reached by 1% of normal steps.
+    """
+
+    method = METHOD
+    learning = "unsupervised"
+    classes = STREAM_CLASSES
+    window_batch = 8
 
     config: AETrainConfig
     video_model: VideoSeq2SeqAE | None = None
@@ -196,6 +257,99 @@ class AERun:
     def frame_size(self) -> int | None:
         return self.video_model.config.frame_size if self.video_model else None
 
+    @property
+    def extra(self) -> dict:
+        return self.meta
+
+    @property
+    def stream(self) -> dict:
+        """``{"fps", "calibration": {"quantiles", "videos", "frames", "held_out"}}``, written at
+        training; a run saved before it existed is calibrated with ``avar upgrade``."""
+        stream = self.meta.get("stream")
+        if not stream:
+            raise ValueError(
+                "this autoencoder run was saved before runs were calibrated for files and streams; "
+                "run `avar upgrade RUN_DIR --data DATA_DIR` (the data it was trained on) once"
+            )
+        return stream
+
+    @property
+    def step(self) -> float:
+        return 1.0 / self.stream["fps"]
+
+    @property
+    def extractors(self) -> dict:
+        return {"video": {"name": GrayFrames.name, "dim": (self.frame_size or 0) ** 2},
+                "audio": {"name": NoAudio.name, "dim": 0}}
+
+    def build_extractors(self, device: str = "cpu", runtime: str = "torch") -> tuple:
+        if self.video_model is None or self.audio_model is not None:
+            raise ValueError(f"files and streams need a visual-only autoencoder run (--modality v); this one is "
+                             f"{self.config.modality!r}: score it with `avar evaluate RUN_DIR --data DATA_DIR`")
+        return GrayFrames(self.frame_size), NoAudio()
+
+    def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return video, audio
+
+    @torch.inference_mode()
+    def window_errors(self, video: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``float64 [N]``: each window's mean frame error (``config.score``) from gray frames
+        ``video [N, L, S * S]`` (0..255; padded steps, ``~mask``, repeat the last real frame)."""
+        n_real = mask.sum(1)
+        size, L = self.frame_size, self.seq_len
+        frames = video.reshape(len(video), L, size, size).copy()
+        for row, n in enumerate(n_real):
+            frames[row, n:] = frames[row, n - 1]
+        x = torch.from_numpy(frames).float().div_(255.0).unsqueeze(2)
+        with _autocast(resolve_precision(self.config.precision)):
+            recon = self.video_model(x).float()
+        x, recon = x.squeeze(2), recon.squeeze(2)
+        if self.config.score == "motion":
+            err = ((x[:, 1:] - x[:, :-1]) - (recon[:, 1:] - recon[:, :-1])).square().numpy()
+        else:
+            err = (recon - x).square().numpy()
+        if self.config.score == "frame":
+            per_frame = np.sqrt(err.sum(axis=(2, 3)))
+        else:
+            per_frame = np.sqrt(grid_cell_means(err.reshape(-1, size, size), self.config.patch_grid)
+                                .max(axis=(1, 2))).reshape(len(x), -1)
+        first = 1 if self.config.score == "motion" else 0  # motion is credited to the later frame
+        out = np.empty(len(x))
+        for row, n in enumerate(n_real):
+            out[row] = per_frame[row, : max(1, n - first)].mean()
+        return out
+
+    def calibrated(self, errors: np.ndarray) -> np.ndarray:
+        """Raw window errors -> the share of normal held-out steps they exceed, in [0, 1]."""
+        quantiles = np.asarray(self.stream["calibration"]["quantiles"])
+        return np.interp(errors, quantiles, np.linspace(0.0, 1.0, len(quantiles)))
+
+    def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        score = self.calibrated(self.window_errors(video, mask))
+        return np.repeat(np.stack([1.0 - score, score], -1)[:, None], video.shape[1], axis=1)
+
+    def clip_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """``[P(normal), P(anomaly)]`` of the clip from its most anomalous step."""
+        score = float(self.step_probabilities(video, audio)[:, 1].max())
+        return np.array([1.0 - score, score])
+
+    def step_errors(self, frames: np.ndarray) -> np.ndarray:
+        """Raw per-step errors ``[T]`` of one video's gray frames ``uint8 [T, S, S]`` as files
+        and streams score them (what the calibration is fitted on)."""
+        video = frames.reshape(len(frames), -1).astype(np.float32)
+        return np.concatenate([self.window_errors(vw, mask) for vw, _, mask, _ in
+                               self.centred_windows(video, np.zeros((len(video), 0), np.float32))])
+
+    def calibrate(self, videos: list[np.ndarray], fps: float, held_out: bool) -> dict:
+        """Fit ``stream`` on normal videos' gray frames (``uint8 [T, S, S]`` each) and store it."""
+        errors = np.concatenate([self.step_errors(v) for v in videos])
+        quantiles = np.quantile(errors, np.linspace(0.0, 1.0, CALIBRATION_LEVELS))
+        self.meta["stream"] = {"fps": float(fps), "calibration": {
+            "quantiles": [float(q) for q in np.maximum.accumulate(quantiles)], "videos": len(videos),
+            "frames": int(len(errors)), "held_out": held_out}}
+        self.meta["thresholds"] = {"threshold": 1.0 - FALSE_ALARM, "release": 1.0 - 5 * FALSE_ALARM}
+        return self.meta["stream"]
+
     def save(self, root: Path | str) -> Path:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -208,6 +362,7 @@ class AERun:
             save_file(tensors, str(root / AUDIO_FILE))
         write_json_atomic(root / CONFIG_FILE, {
             "method": METHOD,
+            "learning": self.learning,
             "modality": self.config.modality,
             "video": self.video_model.config.to_dict() if self.video_model else None,
             "audio": self.audio_model.config.to_dict() if self.audio_model else None,
@@ -231,7 +386,7 @@ class AERun:
         config = AETrainConfig(**meta.pop("train"))
         run = cls(config=config)
         video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
-        meta.pop("method"), meta.pop("modality")
+        meta.pop("method"), meta.pop("modality"), meta.pop("learning", None)
         if video_cfg is not None:
             run.video_model = VideoSeq2SeqAE(VideoAEConfig.from_dict(video_cfg))
             run.video_model.load_state_dict(_load_weights(root / VIDEO_FILE))
@@ -392,6 +547,15 @@ def _fit(model: torch.nn.Module, data: list[np.ndarray], config: AETrainConfig, 
     return history
 
 
+def calibration_videos(n_train: int, fraction: float, seed: int) -> list[int]:
+    """Indices of the training videos held out for calibration: ``fraction`` of them, at
+    least one, none when fewer than three (seeded)."""
+    if n_train < 3 or fraction <= 0:
+        return []
+    count = min(n_train - 2, max(1, round(fraction * n_train)))
+    return sorted(np.random.default_rng([seed, 11]).permutation(n_train)[:count].tolist())
+
+
 def train_autoencoder(
     data: FrameDataset | Path | str,
     out_dir: Path | str,
@@ -418,6 +582,9 @@ def train_autoencoder(
     if not train:
         raise ValueError(f"{dataset.root}: no training videos")
     use_video, use_audio = "v" in config.modality, "a" in config.modality
+    held_out = calibration_videos(len(train), config.calibration_fraction, config.seed) if use_video else []
+    calibration = [train[i] for i in held_out]
+    train = [v for i, v in enumerate(train) if i not in set(held_out)]
     video_cfg = VideoAEConfig(**config.video)
     audio_cfg = AudioAEConfig(**{"seq_len": video_cfg.seq_len, **config.audio})
     started = time.perf_counter()
@@ -456,8 +623,34 @@ def train_autoencoder(
         t0 = time.perf_counter()
         history["audio"] = _fit(run.audio_model, feats, config, config.audio_epochs, False, "audio", progress)
         meta["audio_train_seconds"] = round(time.perf_counter() - t0, 2)
-    meta["train_seconds"] = round(time.perf_counter() - started, 2)
     run.meta = meta
+    if use_video and not use_audio:
+        t0 = time.perf_counter()
+        shown = [load_video(v, video_cfg.frame_size) for v in calibration] if calibration else loaded
+        run.calibrate([v.frames for v in shown], shown[0].fps, held_out=bool(calibration))
+        meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in shown]
+        meta["calibration_seconds"] = round(time.perf_counter() - t0, 2)
+    meta["train_seconds"] = round(time.perf_counter() - started, 2)
     run.save(out_dir)
     write_json_atomic(Path(out_dir) / "history.json", history)
     return run
+
+
+def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
+                        audio_dir: Path | str | None = None) -> AERun:
+    """Calibrate a visual autoencoder run saved before runs carried a calibration, on the
+    normal training videos of ``data`` (those it was trained on, so the calibration is
+    in-sample and says so), and save it again."""
+    run = AERun.load(run_dir)
+    if run.video_model is None:
+        raise ValueError(f"{run_dir}: an acoustic-only autoencoder run has no stream calibration to fit")
+    dataset = data if isinstance(data, FrameDataset) else open_frame_dataset(data, audio_dir=audio_dir,
+                                                                             seed=run.config.seed)
+    loaded = [load_video(v, run.frame_size) for v in dataset.split("train")]
+    if not loaded:
+        raise ValueError(f"{dataset.root}: no training videos to calibrate on")
+    run.calibrate([v.frames for v in loaded], loaded[0].fps, held_out=False)
+    run.meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in loaded]
+    run.save(run_dir)
+    return run
+

@@ -32,16 +32,17 @@ from avar.models.avarnet import avarnet_loss, count_parameters
 from avar.models.heads import build_head, has_branches, head_config
 from avar.training.run import Normalization, Run
 from avar.training.sequences import SequenceBatch, make_sequences
+from avar.training.stream_selection import select_streams
 
 log = logging.getLogger(__name__)
 
 RECIPES: dict[str, dict] = {
     "robust": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine",
                "warmup_epochs": 3, "label_smoothing": 0.1, "balanced": True, "select": "smoothed_loss",
-               "min_steps": 300, "early_stop": None, "refit": True},
+               "min_steps": 300, "early_stop": None, "refit": True, "select_streams": True},
     "paper": {"optimizer": "adam", "lr": 1e-2, "weight_decay": 1e-4, "schedule": "plateau",
               "warmup_epochs": 3, "label_smoothing": 0.0, "balanced": False, "select": "accuracy",
-              "min_steps": 0, "early_stop": 12, "refit": False},
+              "min_steps": 0, "early_stop": 12, "refit": False, "select_streams": False},
 }
 """Training recipes by name; a :class:`TrainConfig` field left at ``None`` takes its recipe's value."""
 
@@ -96,6 +97,10 @@ class TrainConfig:
     """After the run on ``train`` (which gives the validation figures), train again from
     scratch on ``train`` + ``val`` for the epochs the first run selected, and keep that:
     on a small dataset the validation clips are a fifth of the labelled data."""
+    select_streams: bool | None = None
+    """With ``modality='av'``: cross-validate on train + val whether both streams help and
+    train on one alone when the other carries no class information or makes both worse
+    (:mod:`avar.training.stream_selection`); the choice is recorded in the run."""
     seed: int = 0
     head: dict = field(default_factory=dict)
     """Overrides of the head config's fields (stages, layers, maps, attention, hidden,
@@ -266,13 +271,20 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     if not val:
         warnings.warn(f"{features.root}: no val clips; selecting the checkpoint on training loss", stacklevel=2)
     norm = Normalization.fit([c.video for c in train], [c.audio for c in train])
+    modality, fusion, selection = config.modality, config.fusion, None
+    if config.select_streams and modality == "av":
+        selection = select_streams(train + val, config.seed)
+        if selection.modality != "av":
+            log.warning("%s: training on %s; pass --no-stream-selection to fuse both anyway",
+                        out_dir, selection.reason)
+            modality, fusion = selection.modality, "early"
     config_of_head = head_config(
         config.head_type,
         video_dim=train[0].video.shape[1],
         audio_dim=train[0].audio.shape[1],
         num_classes=len(classes),
-        modality=config.modality,
-        fusion=config.fusion,
+        modality=modality,
+        fusion=fusion,
         late_mode=config.late_mode,
         **config.head,
     )
@@ -282,7 +294,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     batches_per_epoch = -(-len(train_seq) // config.batch_size)
     epochs = max(config.epochs, -(-config.min_steps // batches_per_epoch))
     started = time.perf_counter()
-    desc = f"train {config.head_type} {config.modality} {config.fusion}"
+    desc = f"train {config.head_type} {modality} {fusion}"
     best_epoch, history = _fit(head, train_seq, val_seq, config, epochs, desc, progress)
     branches = branch_accuracies(head, val_seq, config.batch_size)
     warning = fusion_warning(branches, f"{out_dir}: validation")
@@ -317,6 +329,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "train_seconds": round(time.perf_counter() - started, 2),
             "val_branch_accuracy": branches,
             "fusion_warning": warning,
+            "stream_selection": selection.to_dict() if selection else None,
         },
     )
     out_dir = Path(out_dir)

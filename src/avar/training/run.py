@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from avar.features.cache import write_json_atomic
 from avar.models.heads import HeadConfig, build_head, config_from_dict, head_type
-from avar.training.sequences import make_sequences
+from avar.training.sequences import centred_start, make_sequences, pad_windows
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -61,20 +62,67 @@ class Normalization:
         )
 
 
-@dataclass
-class Run:
-    """A trained sequence head with everything needed to apply it to new features."""
+class FeatureRun:
+    """What every run that scores extracted features shares: the supervised heads (:class:`Run`)
+    and the weakly supervised models (``avar.training.weak.WeakRun``) alike.
 
-    head: torch.nn.Module
-    config: HeadConfig
-    classes: list[str]
-    norm: Normalization
-    seq_len: int
-    step: float
-    extractors: dict
-    """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
-    extra: dict = field(default_factory=dict)
-    """Training arguments and anything else worth recording."""
+    Attributes every such run has: ``classes`` (output order; a weak run's are
+    ``["normal", "anomaly"]``), ``norm`` (:class:`Normalization`), ``step`` (seconds per step),
+    ``seq_len`` (steps per scoring window), ``extractors`` (``{"video": {name, version, dim,
+    weights}, "audio": {...}}`` as in the feature cache) and ``extra`` (training record).
+    Subclasses give :meth:`window_probabilities` and :meth:`clip_probabilities`; per-step
+    scores are cut into windows here, once, the same way for ``avar predict`` and ``avar watch``
+    (:func:`avar.training.sequences.centred_start`).
+    """
+
+    method: str
+    """The run's method, as in its ``config.json``."""
+    learning: str
+    """'supervised', 'weak' (video-level labels) or 'unsupervised'."""
+
+    def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, L, C]`` of every step of ``N`` windows of normalised
+        features ``video [N, L, dv]``, ``audio [N, L, da]``, ``mask [N, L]`` (True on real steps)."""
+        raise NotImplementedError
+
+    def clip_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[C]`` of one whole clip from its raw ``[T, d]`` features."""
+        raise NotImplementedError
+
+    def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``[T, d]`` features as the model reads them (the training split's statistics)."""
+        return self.norm.apply(video, audio)
+
+    window_batch = 256
+    """Windows scored at once by :meth:`step_probabilities` (bounds its memory on long clips)."""
+
+    def centred_windows(self, video: np.ndarray, audio: np.ndarray) -> Iterator[tuple]:
+        """The window centred on every step of one clip's ``[T, d]`` features, in batches of
+        ``window_batch``: ``(video [N, L, dv], audio [N, L, da], mask [N, L], at [N])``, ``at``
+        being each scored step's position in its window."""
+        n, L = len(video), self.seq_len
+        for lo in range(0, n, self.window_batch):
+            steps = range(lo, min(n, lo + self.window_batch))
+            spans = [(start, min(n, start + L)) for start in (centred_start(t, n, L) for t in steps)]
+            (vw, aw), mask = pad_windows([video, audio], spans, L)
+            yield vw, aw, mask, np.array([t - start for t, (start, _) in zip(steps, spans)])
+
+    def step_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[T, C]`` of every step of one clip's raw ``[T, d]`` features,
+        each from the window centred on it."""
+        v, a = self.normalise(video, audio)
+        return np.concatenate([self.window_probabilities(vw, aw, mask)[np.arange(len(at)), at]
+                               for vw, aw, mask, at in self.centred_windows(v, a)])
+
+    @property
+    def normal_index(self) -> int | None:
+        return self.classes.index("normal") if "normal" in self.classes else None
+
+    def anomaly_score(self, step_probs: np.ndarray) -> np.ndarray:
+        """``1 - P(normal)`` per step; without a ``normal`` class, the top anomaly probability."""
+        if self.normal_index is None:
+            return step_probs.max(-1)
+        return 1.0 - step_probs[..., self.normal_index]
 
     def build_extractors(self, device: str = "cpu", runtime: str = "torch") -> tuple:
         """The (video, audio) backbones with the weights this run was trained on. ``auto``
@@ -93,9 +141,24 @@ class Run:
         return tuple(build_extractor(self.extractors[m]["name"], self.extractors[m].get("weights"), device,
                                      runtime=chosen(m)) for m in ("video", "audio"))
 
-    @property
-    def normal_index(self) -> int | None:
-        return self.classes.index("normal") if "normal" in self.classes else None
+
+@dataclass
+class Run(FeatureRun):
+    """A trained sequence head with everything needed to apply it to new features."""
+
+    method = "avarnet"
+    learning = "supervised"
+
+    head: torch.nn.Module
+    config: HeadConfig
+    classes: list[str]
+    norm: Normalization
+    seq_len: int
+    step: float
+    extractors: dict
+    """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
+    extra: dict = field(default_factory=dict)
+    """Training arguments and anything else worth recording."""
 
     def save(self, root: Path | str) -> Path:
         root = Path(root)
@@ -104,6 +167,7 @@ class Run:
         save_file(tensors, str(root / MODEL_FILE))
         write_json_atomic(root / CONFIG_FILE, {
             "method": "avarnet",
+            "learning": self.learning,
             "head_type": head_type(self.config),
             "head": self.config.to_dict(),
             "seq_len": self.seq_len,
@@ -122,8 +186,8 @@ class Run:
                 raise FileNotFoundError(f"{root}: missing {name}; is this a run directory made by `avar train`?")
         meta = json.loads((root / CONFIG_FILE).read_text())
         if meta.get("method", "avarnet") != "avarnet":
-            raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; it scores anomalies "
-                             f"without classes: use `avar evaluate {root} FEATURES_DIR` for its frame-level metrics")
+            raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; load any run with "
+                             "avar.runs.load_run")
         tensors = load_file(str(root / MODEL_FILE))
         norm = Normalization.pop_tensors(tensors)
         config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
@@ -138,36 +202,24 @@ class Run:
             seq_len=meta.pop("seq_len"),
             step=meta.pop("step"),
             extractors=meta.pop("extractors"),
-            extra={k: v for k, v in meta.items() if k != "method"},
+            extra={k: v for k, v in meta.items() if k not in ("method", "learning")},
         )
 
     @torch.inference_mode()
-    def probabilities(self, video: np.ndarray, audio: np.ndarray, drop: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities of one clip's steps ``[T, C]`` and of the whole clip ``[C]``.
+    def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.head.eval()
+        out = self.head(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mask))
+        return torch.softmax(out.step_logits, -1).numpy().astype(np.float64)
 
-        The clip is cut into windows of ``seq_len`` at half-window stride; a step's
-        probabilities are the mean over the windows that contain it, and the clip's are the
-        mean of the windows' clip predictions weighted by their real steps. ``drop``
-        ('video' or 'audio') scores a fused head with that stream missing: its other branch.
-        """
+    @torch.inference_mode()
+    def clip_probabilities(self, video: np.ndarray, audio: np.ndarray, drop: str | None = None) -> np.ndarray:
+        """Class probabilities ``[C]`` of one clip: the clip predictions of its windows (tiled
+        at half-window stride) averaged, weighted by their real steps. ``drop`` ('video' or
+        'audio') scores a fused head with that stream missing: its other branch."""
         self.head.eval()
         v, a = self.norm.apply(video, audio)
         batch = make_sequences([v], [a], [0], self.seq_len, stride=max(1, self.seq_len // 2))
         out = self.head(None if drop == "video" else batch.video, None if drop == "audio" else batch.audio, batch.mask)
-        step_p = torch.softmax(out.step_logits, -1).numpy()
-        clip_p = torch.softmax(out.clip_logits, -1).numpy()
+        clip_p = torch.softmax(out.clip_logits, -1).numpy().astype(np.float64)
         n_real = batch.mask.sum(1).numpy()
-        total = np.zeros((len(video), len(self.classes)))
-        count = np.zeros(len(video))
-        for row, start in enumerate(batch.start):
-            n = n_real[row]
-            total[start : start + n] += step_p[row, :n]
-            count[start : start + n] += 1
-        clip = (clip_p * n_real[:, None]).sum(0) / n_real.sum()
-        return total / count[:, None], clip
-
-    def anomaly_score(self, step_probs: np.ndarray) -> np.ndarray:
-        """``1 - P(normal)`` per step; without a ``normal`` class, the top anomaly probability."""
-        if self.normal_index is None:
-            return step_probs.max(-1)
-        return 1.0 - step_probs[..., self.normal_index]
+        return (clip_p * n_real[:, None]).sum(0) / n_real.sum()

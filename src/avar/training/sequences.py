@@ -1,7 +1,17 @@
-"""Clips become fixed-length sequences of T steps (the paper's T = 10).
+"""Windows of T steps (the paper's T = 10) and their padding: written once, used by training,
+evaluation, ``avar predict`` and ``avar watch``.
 
-A clip longer than T is cut into windows; the last window is aligned to the clip's end so
-no step is left out. A clip shorter than T is one window, right-padded and masked.
+Two ways to cut a clip of ``n`` steps:
+
+* **tiling** (:func:`window_starts`, training and clip-level evaluation): windows at a stride;
+  the last window is aligned to the clip's end so no step is left out.
+* **one window per step** (:func:`centred_start`, per-step scores): step ``t`` is scored in the
+  window of T steps starting at ``t - (T - 1) // 2``, shifted to stay inside the clip. A live
+  stream knows that window once step ``t + T // 2`` has arrived, so ``avar watch`` and
+  ``avar predict`` give the same per-step scores for the same file, whatever its length.
+
+Either way a window shorter than T (a clip of fewer steps) is right-padded with zeros and
+masked (:func:`pad_windows`).
 """
 
 from __future__ import annotations
@@ -20,6 +30,31 @@ def window_starts(n_steps: int, seq_len: int, stride: int) -> list[int]:
     if starts[-1] != n_steps - seq_len:
         starts.append(n_steps - seq_len)
     return starts
+
+
+def centred_start(t: int, n_steps: int, seq_len: int) -> int:
+    """First step of the window that scores step ``t`` of ``n_steps`` (see the module docstring)."""
+    return max(0, min(t - (seq_len - 1) // 2, n_steps - seq_len))
+
+
+def causal_start(t: int, seq_len: int) -> int:
+    """First step of the window that ends at step ``t`` (``avar watch --causal``)."""
+    return max(0, t - seq_len + 1)
+
+
+def pad_windows(streams: list, spans: list[tuple[int, int]], seq_len: int,
+                offset: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Windows ``[start, stop)`` of each stream (a ``[T, d]`` array or a list of ``[d]`` rows
+    whose first row is step ``offset``), right-padded to ``seq_len`` with zeros:
+    ``([N, seq_len, d] per stream, mask [N, seq_len])``, the mask True on real steps."""
+    mask = np.zeros((len(spans), seq_len), bool)
+    out = [np.zeros((len(spans), seq_len, len(s[0])), np.float32) for s in streams]
+    for row, (start, stop) in enumerate(spans):
+        n = min(seq_len, stop - start)
+        for array, stream in zip(out, streams):
+            array[row, :n] = stream[start - offset : start - offset + n]
+        mask[row, :n] = True
+    return out, mask
 
 
 @dataclass
@@ -50,22 +85,17 @@ def make_sequences(
     videos: list[np.ndarray], audios: list[np.ndarray], labels: list[int], seq_len: int, stride: int
 ) -> SequenceBatch:
     """Cut each clip's ``[T_i, d]`` features into windows of ``seq_len`` steps."""
-    dv, da = videos[0].shape[1], audios[0].shape[1]
-    rows = [(i, s) for i, v in enumerate(videos) for s in window_starts(len(v), seq_len, stride)]
-    video = np.zeros((len(rows), seq_len, dv), np.float32)
-    audio = np.zeros((len(rows), seq_len, da), np.float32)
-    mask = np.zeros((len(rows), seq_len), bool)
-    for r, (i, s) in enumerate(rows):
-        n = min(seq_len, len(videos[i]) - s)
-        video[r, :n] = videos[i][s : s + n]
-        audio[r, :n] = audios[i][s : s + n]
-        mask[r, :n] = True
-    clip = np.array([i for i, _ in rows], dtype=np.int64)
+    starts = [window_starts(len(v), seq_len, stride) for v in videos]
+    parts = [pad_windows([v, a], [(s, min(s + seq_len, len(v))) for s in st], seq_len) for v, a, st in zip(videos, audios, starts)]
+    video = np.concatenate([p[0][0] for p in parts])
+    audio = np.concatenate([p[0][1] for p in parts])
+    mask = np.concatenate([p[1] for p in parts])
+    clip = np.repeat(np.arange(len(videos), dtype=np.int64), [len(st) for st in starts])
     return SequenceBatch(
         torch.from_numpy(video),
         torch.from_numpy(audio),
         torch.from_numpy(mask),
         torch.as_tensor([labels[i] for i in clip], dtype=torch.long),
         clip,
-        np.array([s for _, s in rows], dtype=np.int64),
+        np.array([s for st in starts for s in st], dtype=np.int64),
     )

@@ -36,13 +36,18 @@ from avar.models.avarnet import count_parameters
 from avar.models.heads import config_from_dict, head_config, head_type
 from avar.models.mil import MIL_CLASSES, MILHead
 from avar.training.loop import seed_everything
-from avar.training.run import CONFIG_FILE, MODEL_FILE, Normalization
+from avar.training.run import CONFIG_FILE, MODEL_FILE, FeatureRun, Normalization
 
 WEAK_METHODS = ("avaca", "mil")
 """``avaca``: the cross-attention model; ``mil``: a ``HEADS`` head trained with the same losses."""
 
 NORMAL = "normal"
 """The one label that marks a clip as normal; every other label is an anomaly."""
+
+WINDOW = 32
+"""Steps per scoring window of a weak run on a file or stream (``seq_len``): long enough for
+the cross-attention to see a whole event of the synthetic benchmark and its surroundings;
+runs saved before windows were recorded get this."""
 
 
 @dataclass
@@ -79,6 +84,8 @@ class WeakTrainConfig:
     max_steps: int = 200
     """Training videos longer than this are averaged down to this many segments (as the
     XD-Violence reference code does); scoring always reads every step."""
+    window: int = WINDOW
+    """Steps per scoring window on files and streams (the run's ``seq_len``)."""
     seed: int = 0
     model: dict = field(default_factory=dict)
     """Overrides of the model config's fields (AVACA: ``hidden``, ``dropout``...; MIL heads:
@@ -173,8 +180,12 @@ def top_k_video_scores(scores: torch.Tensor, lengths: torch.Tensor, alpha: float
     return torch.where(chosen, scores, 0.0).sum(1) / chosen.sum(1)
 
 
+WEAK_CLASSES = [NORMAL, "anomaly"]
+"""A weak run's two outputs: its step score ``s`` is ``P(anomaly)``, ``1 - s`` ``P(normal)``."""
+
+
 @dataclass
-class WeakRun:
+class WeakRun(FeatureRun):
     """A weakly trained step scorer with everything needed to apply it to new features."""
 
     model: torch.nn.Module
@@ -185,7 +196,11 @@ class WeakRun:
     extractors: dict
     """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
     alpha: float = DEFAULT_ALPHA
+    seq_len: int = WINDOW
     extra: dict = field(default_factory=dict)
+
+    learning = "weak"
+    classes = WEAK_CLASSES
 
     def save(self, root: Path | str) -> Path:
         root = Path(root)
@@ -195,10 +210,12 @@ class WeakRun:
         kind = "avaca" if self.method == "avaca" else head_type(self.model_config)
         write_json_atomic(root / CONFIG_FILE, {
             "method": self.method,
+            "learning": self.learning,
             "model_type": kind,
             "model": self.model_config.to_dict(),
             "step": self.step,
             "alpha": self.alpha,
+            "seq_len": self.seq_len,
             "extractors": self.extractors,
             **self.extra,
         })
@@ -214,6 +231,7 @@ class WeakRun:
         method = meta.pop("method", None)
         if method not in WEAK_METHODS:
             raise ValueError(f"{root}: a '{method}' run, not a weakly supervised one ({', '.join(WEAK_METHODS)})")
+        meta.pop("learning", None)
         kind = meta.pop("model_type")
         if method == "avaca":
             config = AVACAConfig.from_dict(meta.pop("model"))
@@ -226,7 +244,8 @@ class WeakRun:
         model.load_state_dict(tensors)
         model.eval()
         return cls(model=model, method=method, model_config=config, norm=norm, step=meta.pop("step"),
-                   extractors=meta.pop("extractors"), alpha=meta.pop("alpha", DEFAULT_ALPHA), extra=meta)
+                   extractors=meta.pop("extractors"), alpha=meta.pop("alpha", DEFAULT_ALPHA),
+                   seq_len=meta.pop("seq_len", WINDOW), extra=meta)
 
     @torch.inference_mode()
     def step_scores(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
@@ -236,13 +255,19 @@ class WeakRun:
         out = self.model(torch.from_numpy(v)[None], torch.from_numpy(a)[None], torch.ones(1, len(v), dtype=torch.bool))
         return out.scores[0].double().numpy()
 
+    @torch.inference_mode()
+    def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        scores = self.model(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mask)).scores
+        scores = scores.double().numpy()
+        return np.stack([1.0 - scores, scores], -1)
 
-def is_weak_run(run_dir: Path | str) -> bool:
-    """True when ``run_dir/config.json`` records a weakly supervised method."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        return False
-    return json.loads(path.read_text()).get("method") in WEAK_METHODS
+    def clip_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """``[P(normal), P(anomaly)]`` of the clip: its top-``k`` step scores' mean (the score
+        the MIL loss trains), the steps scored as :meth:`step_probabilities` scores them."""
+        steps = torch.from_numpy(self.step_probabilities(video, audio)[:, 1])
+        score = float(top_k_video_scores(steps[None], torch.tensor([len(steps)]), self.alpha)[0])
+        return np.array([1.0 - score, score])
 
 
 def fit_normalization(features: FeatureSet, records: list[dict]) -> Normalization:
@@ -365,7 +390,7 @@ def train_weak(
     run = WeakRun(
         model=model, method=config.method, model_config=model_config, norm=norm, step=features.manifest["step"],
         extractors={"video": features.manifest["video"], "audio": features.manifest["audio"]}, alpha=config.alpha,
-        extra={
+        seq_len=config.window, extra={
             "train": asdict(config),
             "features_dir": str(features.root),
             "splits": "given" if splits else "cache",

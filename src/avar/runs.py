@@ -1,0 +1,58 @@
+"""One loader for every trained run: ``load_run(RUN_DIR)`` -> an object that scores steps.
+
+Every run directory holds ``config.json`` with its ``method``; :data:`METHODS` says what kind
+of learning each method is. Every run loads into a :class:`~avar.training.run.FeatureRun`:
+class probabilities per step from windows of ``seq_len`` steps centred on it (the weakly
+supervised and unsupervised runs' two classes are ``normal`` and ``anomaly``), an anomaly
+score ``1 - P(normal)`` in [0, 1], and what it reads per step (backbone features; for the
+autoencoder one gray frame at its training frame rate). ``avar predict``, ``watch``,
+``bench --run``, ``report`` and ``export --run`` all go through here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from avar.training.run import CONFIG_FILE, FeatureRun
+
+METHODS: dict[str, str] = {
+    "avarnet": "supervised",
+    "avaca": "weak",
+    "mil": "weak",
+    "autoencoder": "unsupervised",
+}
+"""Method name in a run's ``config.json`` -> its learning type."""
+
+
+def run_method(run_dir: Path | str) -> str:
+    """The ``method`` a run directory records (runs saved before it was recorded are 'avarnet')."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `avar train`?")
+    try:
+        method = json.loads(path.read_text()).get("method", "avarnet")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a run config ({exc}); retrain or restore the run directory") from None
+    if method not in METHODS:
+        raise ValueError(f"{run_dir}: unknown method {method!r} in {CONFIG_FILE}; this avar knows {sorted(METHODS)}")
+    return method
+
+
+def load_run(run_dir: Path | str) -> FeatureRun:
+    """Load any run that scores extracted features (see the module docstring)."""
+    method = run_method(run_dir)
+    if method == "avarnet":
+        from avar.training.run import Run
+
+        return Run.load(run_dir)
+    if METHODS[method] == "weak":
+        from avar.training.weak import WeakRun
+
+        return WeakRun.load(run_dir)
+    from avar.training.autoencoder import AERun
+
+    return AERun.load(run_dir)
+
+
+__all__ = ["METHODS", "load_run", "run_method"]

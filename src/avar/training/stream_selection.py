@@ -1,0 +1,99 @@
+"""Which streams to fuse: cross-validated on the labelled clips before the head is trained.
+
+On a few dozen clips no head can tell from its own training loss that a stream carries no
+class information (a microphone behind glass, a camera at night, features of the wrong
+extractor): it memorises that stream along with the useful one, and the fused model ends up
+far below the useful stream alone (issue 11: a stream shuffled across clips took the
+AVAR-Net head from 0.58 to 0.37). What a head cannot see on its training data, k-fold
+cross-validation on the labelled clips (train + val) does see, cheaply: a logistic
+regression on each clip's mean- and max-pooled features, fitted for audio, video and both.
+A stream whose own cross-validated accuracy is at the rate of always guessing the largest
+class, or without which the other stream does as well as both together, is left out of
+the head; so is one that makes both together clearly worse than the other alone.
+
+The regression is a proxy for the head (it cannot see time), so the rule only acts on
+clear differences (:data:`MARGIN`); on the built-in benchmark it keeps both streams on
+every clean cache and drops the shuffled one on every uninformative cache
+(docs/fusion.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from avar.features.cache import StepFeatures
+
+MARGIN = 0.05
+"""Cross-validated accuracy differences smaller than this are treated as ties (both
+streams are kept)."""
+FOLDS = 5
+"""Folds at most; fewer when the smallest class has fewer labelled clips."""
+
+
+def pooled_clip_features(clip: StepFeatures, modality: str) -> np.ndarray:
+    """One vector per clip: the mean and the max over its steps of the ``modality``
+    streams ('v', 'a' or 'av'), video first."""
+    x = np.hstack([s for m, s in (("v", clip.video), ("a", clip.audio)) if m in modality])
+    return np.hstack([x.mean(0), x.max(0)])
+
+
+def pooled_regression(seed: int = 0):
+    """The pooled-feature classifier: standardisation + L2 logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+
+
+@dataclass
+class StreamChoice:
+    """The outcome of :func:`select_streams`, recorded in the run (``stream_selection``)."""
+
+    modality: str
+    """The streams the head is trained on: 'av', 'a' or 'v'."""
+    cv_accuracy: dict[str, float] | None
+    """Cross-validated accuracy of the pooled regression per stream choice (None: too few
+    clips to cross-validate)."""
+    chance: float | None
+    """Share of the largest class among the labelled clips: what always guessing it scores."""
+    folds: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
+    """Decide from ``clips`` (the labelled train + val clips) whether a head asked for
+    audio + video should use both streams or one (see the module docstring)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    labels = np.array([c.label for c in clips])
+    _, counts = np.unique(labels, return_counts=True)
+    folds = int(min(FOLDS, counts.min())) if len(counts) > 1 else 0
+    if folds < 2:
+        return StreamChoice("av", None, None, folds,
+                            "kept both streams: fewer than 2 labelled clips in some class, nothing to cross-validate")
+    chance = float(counts.max() / counts.sum())
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    cv = {}
+    for modality in ("a", "v", "av"):
+        x = np.stack([pooled_clip_features(c, modality) for c in clips])
+        cv[modality] = round(float(cross_val_score(pooled_regression(seed), x, labels, cv=splitter).mean()), 4)
+    names = {"a": "audio", "v": "video"}
+    best, other = ("a", "v") if cv["a"] >= cv["v"] else ("v", "a")
+    figures = (f"cross-validated accuracy of a pooled-feature regression over {len(clips)} labelled clips: "
+               f"audio {cv['a']:.3f}, video {cv['v']:.3f}, both {cv['av']:.3f}, largest class {chance:.3f}")
+    if cv[other] < chance + MARGIN and cv[best] >= cv["av"] - MARGIN:
+        return StreamChoice(best, cv, chance, folds, f"{names[best]} alone: the {names[other]} stream carries "
+                            f"no class information ({figures})")
+    if cv[best] >= cv["av"] + MARGIN:
+        return StreamChoice(best, cv, chance, folds, f"{names[best]} alone: the {names[other]} stream makes "
+                            f"both together worse ({figures})")
+    return StreamChoice("av", cv, chance, folds, f"both streams ({figures})")
+
+
+__all__ = ["FOLDS", "MARGIN", "StreamChoice", "pooled_clip_features", "pooled_regression", "select_streams"]
