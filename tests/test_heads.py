@@ -10,8 +10,15 @@ import torch
 
 from avar.models.avarnet import avarnet_loss, count_parameters, masked_mean
 from avar.models.baselines import BaselineConfig, RecurrentHead, TransformerHead
-from avar.models.fusion import LateFusionConfig, LateFusionHead
-from avar.models.heads import HEADS, build_head, config_from_dict, head_config, head_type
+from avar.models.heads import (
+    HEADS,
+    LateFusionConfig,
+    LateFusionHead,
+    build_head,
+    config_from_dict,
+    head_config,
+    head_type,
+)
 from head_checks import assert_head_learns
 
 VIDEO_DIM, AUDIO_DIM, CLASSES = 5, 4, 3

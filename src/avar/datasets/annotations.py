@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from avar.datasets.folders import clip_id_for
+from avar.media.decode import MEDIA_EXTENSIONS
 
 SYNTH_GENERATOR = "avar.media.synth"
 
@@ -73,13 +74,41 @@ def read_synth_metadata(path: Path | str) -> dict[str, FrameTruth]:
     }
 
 
+def read_annotations(path: Path | str) -> dict[str, list[tuple[int, int]]]:
+    """``annotations.txt``: video name -> abnormal ``(start, end)`` frame pairs (inclusive).
+
+    A few names in the published file end in ``.mp4`` (14 of 500); the extension is dropped
+    so that every name matches the lists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such annotations file")
+    out: dict[str, list[tuple[int, int]]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        numbers = fields[1:]
+        if len(numbers) % 2 or not all(n.lstrip("-").isdigit() for n in numbers):
+            raise ValueError(f"{path}:{number}: expected a name then pairs of frame numbers, got {line!r}")
+        frames = [int(n) for n in numbers]
+        pairs = list(zip(frames[::2], frames[1::2]))
+        if any(end < start for start, end in pairs):
+            raise ValueError(f"{path}:{number}: an interval ends before it starts: {line!r}")
+        name = fields[0]
+        if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
+            name = name[: -len(Path(name).suffix)]
+        if name in out:
+            raise ValueError(f"{path}:{number}: '{name}' is annotated twice")
+        out[name] = pairs
+    return out
+
+
 def read_frame_annotations(path: Path | str, fps: float = 24.0) -> dict[str, FrameTruth]:
     """Video name -> truth from an XD-Violence-style file: ``name s1 e1 [s2 e2 ...]`` per line.
 
     Frame numbers are inclusive at both ends (``s..e`` anomalous), at ``fps``.
     """
-    from avar.datasets.xd_violence import read_annotations
-
     return {name: FrameTruth(fps, tuple((s, e + 1) for s, e in pairs)) for name, pairs in read_annotations(path).items()}
 
 

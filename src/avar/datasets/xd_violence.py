@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avar.datasets.annotations import FrameTruth
+from avar.datasets.annotations import FrameTruth, read_annotations
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.media.decode import MEDIA_EXTENSIONS
 
@@ -103,36 +103,6 @@ def read_list(path: Path | str, split: str) -> list[XDVideo]:
         raise FileNotFoundError(f"{path}: no such list; expected XD-Violence's {LIST_FILES.get(split, 'list file')}")
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     return [XDVideo(name, split, parse_label_codes(name)) for name in names]
-
-
-def read_annotations(path: Path | str) -> dict[str, list[tuple[int, int]]]:
-    """``annotations.txt``: video name -> abnormal ``(start, end)`` frame pairs (inclusive).
-
-    A few names in the published file end in ``.mp4`` (14 of 500); the extension is dropped
-    so that every name matches the lists.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such annotations file")
-    out: dict[str, list[tuple[int, int]]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        numbers = fields[1:]
-        if len(numbers) % 2 or not all(n.lstrip("-").isdigit() for n in numbers):
-            raise ValueError(f"{path}:{number}: expected a name then pairs of frame numbers, got {line!r}")
-        frames = [int(n) for n in numbers]
-        pairs = list(zip(frames[::2], frames[1::2]))
-        if any(end < start for start, end in pairs):
-            raise ValueError(f"{path}:{number}: an interval ends before it starts: {line!r}")
-        name = fields[0]
-        if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
-            name = name[: -len(Path(name).suffix)]
-        if name in out:
-            raise ValueError(f"{path}:{number}: '{name}' is annotated twice")
-        out[name] = pairs
-    return out
 
 
 @dataclass
