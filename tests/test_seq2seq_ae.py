@@ -293,6 +293,9 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
     assert report["threshold_source"].startswith("paper Table 6") and report["audio_pairing"].startswith("none")
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())
     assert plots == ["roc.png", "testing_01.png", "testing_02.png"]
+    assert main(["report", str(run_dir)]) == 0  # every method has a report: this one from eval_frames.json
+    page = (run_dir / "report.html").read_text()
+    assert "calibrated" in page and page.count("<img") == 3
     assert (run_dir / "plots" / plots[0]).read_bytes()[:4] == b"\x89PNG"
     # regularity (1 - score) spans exactly [0, 1] within every video
     with (run_dir / "frame_scores.csv").open() as handle:

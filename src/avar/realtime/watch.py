@@ -22,10 +22,10 @@ Two ways to place the head's window around step ``t`` (``L = seq_len``), both fr
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +41,8 @@ from avar.realtime.store import EventStore, write_jsonl
 from avar.runs import load_run
 from avar.training.run import FeatureRun
 from avar.training.sequences import causal_start, centred_start, pad_windows
+
+log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 """Seconds before the first reconnection attempt; doubled after each failed one."""
@@ -98,7 +100,8 @@ class Watcher:
         ``realtime`` paces the source at its own speed (for files; live sources pace
         themselves). ``reconnect`` (default: for anything that is not a local file) reopens
         a dropped stream. A folder's file that fails is warned about, listed in ``failures``
-        and the store's sources (kind ``"error"``), and the next file goes on.
+        and the store's sources (kind ``"error"``), and the next file goes on. Failures and
+        reconnections are logged (``logging``, logger ``avar.realtime.watch``).
         """
         path = Path(source)
         if path.is_dir():
@@ -119,7 +122,7 @@ class Watcher:
             raise
 
     def _fail(self, uri: str, reason: str) -> None:
-        warnings.warn(f"{uri}: {reason}; skipped", stacklevel=3)
+        log.warning("%s: %s; skipped", uri, reason)
         self.failures.append({"source": uri, "reason": reason})
         if self.store is not None:
             self.store.add_source(uri, "error")
@@ -166,8 +169,8 @@ class Watcher:
                     raise
                 delay = min(BACKOFF_START * 2**retries, BACKOFF_MAX)
                 retries += 1
-                warnings.warn(f"{uri}: {exc.reason}; reconnecting in {delay:g}s (attempt {retries}/{self.max_retries})",
-                              stacklevel=2)
+                log.warning("%s: %s; reconnecting in %gs (attempt %d/%d)", uri, exc.reason, delay, retries,
+                            self.max_retries)
                 if dropped_at is None:
                     dropped_at = time.monotonic()
                 if last_end is None:

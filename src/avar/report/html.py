@@ -165,6 +165,8 @@ def _accuracy_chart(table2: dict, path: Path) -> Path:
 
 def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading_level: int = 2) -> str:
     run = load_run(run_dir)
+    if run.learning == "unsupervised":
+        return _autoencoder_section(run, run_dir, n_curves, heading_level)
     if "features_dir" not in run.extra:
         raise ValueError(f"{run_dir}: config.json records no features_dir; retrain it with `avar train`")
     if run.learning == "weak":
@@ -257,6 +259,36 @@ def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, 
                                                           for name, m in table.items()]))
     clips = sorted(features.split(split), key=lambda c: (c.label == "normal", c.clip_id))
     parts += _score_curves(run, features, clips[:n_curves], assets, f"{run_dir.name}_{split}", h)
+    return "\n".join(parts)
+
+
+def _autoencoder_section(run: FeatureRun, run_dir: Path, n_curves: int, heading_level: int) -> str:
+    """An autoencoder run: its frame-level evaluation (``avar evaluate RUN --data DATA``, run on
+    the data it was trained on when not done yet), the ROC and per-video score plots."""
+    from avar.evaluate_detection import evaluate_autoencoder
+
+    h = f"h{heading_level}"
+    eval_path = run_dir / "eval_frames.json"
+    if not eval_path.is_file():
+        data = run.extra.get("data", {}).get("root")
+        if not data or not Path(data).is_dir():
+            raise ValueError(f"{run_dir}: no eval_frames.json and the training data is not at {data!r}; "
+                             f"run `avar evaluate {run_dir} --data DATA_DIR` first")
+        evaluate_autoencoder(run_dir, data, progress=False)
+    report = json.loads(eval_path.read_text())
+    rows = [["run", str(run_dir)], ["data", report["data_dir"]], ["modality", report["modality"]],
+            ["test videos / frames (anomalous)", f"{report['n_videos']} / {report['n_frames']} ({report['n_anomalous']})"],
+            ["reported scorer", report["score"]], ["frame AUC / EER", f"{_num(report['frame_auc'])} / {_num(report['eer'])}"],
+            ["threshold", f"gamma {report['gamma']:.3f} ({report['threshold_source']})"]]
+    parts = [f"<{h}>Summary (test videos, pooled frames)</{h}>", _table(["metric", "value"], rows),
+             _table(["scorer", "frame AUC", "EER"], [[name, _num(r["auc"]), _num(r["eer"])]
+                                                     for name, r in report["scorers"].items()])]
+    plots = [Path(p) for p in report.get("plots", []) if Path(p).is_file()]
+    roc = [p for p in plots if p.name == "roc.png"]
+    parts.append(f"<{h}>Score over time and ROC</{h}>")
+    for path in roc + [p for p in plots if p.name != "roc.png"][:n_curves]:
+        parts.append(_figure_html(path, path.stem, f"{path.stem}: the reported scorer per frame, true anomaly shaded"
+                                  if path.name != "roc.png" else "ROC of every scorer, all test frames pooled"))
     return "\n".join(parts)
 
 

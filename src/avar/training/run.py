@@ -63,10 +63,12 @@ class Normalization:
 
 
 class FeatureRun:
-    """What every run that scores extracted features shares: the supervised heads (:class:`Run`)
-    and the weakly supervised models (``avar.training.weak.WeakRun``) alike.
+    """The one scoring interface every trained run has: the supervised heads (:class:`Run`), the
+    weakly supervised models (``avar.training.weak.WeakRun``) and the visual autoencoder
+    (``avar.training.autoencoder.AERun``, whose per-step "features" are gray frames).
+    ``avar.runs.load_run`` loads any of them.
 
-    Attributes every such run has: ``classes`` (output order; a weak run's are
+    Attributes every run has: ``classes`` (output order; weak and unsupervised runs' are
     ``["normal", "anomaly"]``), ``norm`` (:class:`Normalization`), ``step`` (seconds per step),
     ``seq_len`` (steps per scoring window), ``extractors`` (``{"video": {name, version, dim,
     weights}, "audio": {...}}`` as in the feature cache) and ``extra`` (training record).
@@ -79,6 +81,8 @@ class FeatureRun:
     """The run's method, as in its ``config.json``."""
     learning: str
     """'supervised', 'weak' (video-level labels) or 'unsupervised'."""
+    window_batch = 256
+    """Windows scored at once by :meth:`step_probabilities` (bounds its memory on long clips)."""
 
     def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Class probabilities ``[N, L, C]`` of every step of ``N`` windows of normalised
@@ -92,9 +96,6 @@ class FeatureRun:
     def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``[T, d]`` features as the model reads them (the training split's statistics)."""
         return self.norm.apply(video, audio)
-
-    window_batch = 256
-    """Windows scored at once by :meth:`step_probabilities` (bounds its memory on long clips)."""
 
     def centred_windows(self, video: np.ndarray, audio: np.ndarray) -> Iterator[tuple]:
         """The window centred on every step of one clip's ``[T, d]`` features, in batches of
