@@ -184,3 +184,16 @@ def test_upgrade_calibrates_an_autoencoder_run_saved_without_calibration(autoenc
     stream = json.loads(capsys.readouterr().out)
     assert stream["calibration"]["videos"] == 3 and not stream["calibration"]["held_out"]  # the train split of 5
     assert len(Predictor(old).predict(media).steps) == 60
+
+
+def test_cli_train_takes_its_defaults_from_the_configs(runs, tmp_path, capsys):
+    feat = runs["avaca"].parent / "feat"
+    assert main(["train", str(feat), "--method", "avaca", "--out", str(tmp_path / "weak"), "--epochs", "1",
+                 "--window", "6", "--hidden", "16", "--json", "-q"]) == 0
+    assert main(["train", str(feat), "--out", str(tmp_path / "sup"), "--epochs", "1", "--stages", "1", "--layers", "2",
+                 "--f-maps", "8", "--json", "-q"]) == 0
+    capsys.readouterr()
+    weak, supervised = load_run(tmp_path / "weak"), load_run(tmp_path / "sup")
+    assert weak.seq_len == 6 and weak.extra["train"]["seed"] == 0
+    assert supervised.seq_len == 10 and supervised.extra["train"]["recipe"] == "robust"
+    assert supervised.extra["train"]["head_type"] == "mtcn" and supervised.extra["train"]["modality"] == "av"

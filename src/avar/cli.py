@@ -80,10 +80,10 @@ def cmd_train(args) -> int:
              "attention": False if args.no_attention else None, "hidden": args.hidden,
              "stream_fusion": args.stream_fusion, "stream_width": args.stream_width,
              "modality_dropout": args.modality_dropout}
-    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
-    config = TrainConfig(head_type=args.head, modality=args.modality or "av", fusion=args.fusion,
-                         late_mode=args.late_mode, seq_len=args.seq_len, seed=args.seed, recipe=args.recipe,
-                         select_streams=False if args.no_stream_selection else None,
+    given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "head_type": args.head,
+             "modality": args.modality, "fusion": args.fusion, "late_mode": args.late_mode, "seq_len": args.seq_len,
+             "seed": args.seed, "recipe": args.recipe}
+    config = TrainConfig(select_streams=False if args.no_stream_selection else None,
                          head={k: v for k, v in flags.items() if v is not None},
                          **{k: v for k, v in given.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
@@ -117,8 +117,8 @@ def cmd_train_weak(args) -> int:
         {"hidden": args.hidden}
     given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "modality": args.modality,
              "audio_path": args.audio_path, "alpha": args.alpha, "theta": args.theta, "lam": args.lambda_center,
-             "max_steps": args.max_steps}
-    config = WeakTrainConfig(method=args.method, head_type=args.head, zero_audio=args.zero_audio, seed=args.seed,
+             "max_steps": args.max_steps, "head_type": args.head, "seed": args.seed, "window": args.window}
+    config = WeakTrainConfig(method=args.method, zero_audio=args.zero_audio,
                              model={k: v for k, v in model.items() if v is not None},
                              **{k: v for k, v in given.items() if v is not None})
     run = train_weak(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
@@ -136,8 +136,9 @@ def cmd_train_autoencoder(args) -> int:
         raise ValueError("avar train --method autoencoder needs --data DATA_DIR (frame folders such as UCSD Ped2, "
                          "or class folders whose normal/ clips are the training videos)")
     given = {"modality": args.modality, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-             "score": args.score, "precision": args.precision, "threads": args.threads}
-    config = AETrainConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+             "score": args.score, "precision": args.precision, "threads": args.threads, "seed": args.seed,
+             "calibration_fraction": args.calibration_fraction}
+    config = AETrainConfig(**{k: v for k, v in given.items() if v is not None})
     run = train_autoencoder(args.data, args.out, config, audio_dir=args.audio, progress=not args.quiet)
     info = {"run_dir": str(args.out), "modality": config.modality, "audio_pairing": run.meta["audio_pairing"],
             **{k: run.meta.get(k) for k in ("video_params", "audio_params", "precision", "train_seconds")}}
@@ -444,25 +445,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame-to-frame change (default motion)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="autoencoder: arithmetic (default auto)")
     p.add_argument("--threads", type=int, help="autoencoder, avaca/mil: torch CPU threads (default: all cores)")
-    p.add_argument("--head", choices=list(HEADS), default="mtcn", help="mtcn = AVAR-Net; the rest are Table 2's baselines")
+    p.add_argument("--head", choices=list(HEADS), help="mtcn = AVAR-Net (default); the rest are Table 2's baselines")
     p.add_argument("--modality", choices=("av", "a", "v"), help="default av (avarnet) or v (autoencoder)")
-    p.add_argument("--fusion", choices=FUSIONS, default="early", help="early: fuse the streams per step before one head; "
+    p.add_argument("--fusion", choices=FUSIONS, help="early (default): fuse the streams per step before one head; "
                    "late: one head per stream, probabilities fused")
     p.add_argument("--stream-fusion", choices=STREAM_FUSIONS, help="how the streams enter a head: projected (default: "
                    "each normalised and projected to --stream-width, modality dropout) or concat (the paper's Eq. 6)")
     p.add_argument("--stream-width", type=int, help="projected: channels per stream (default 64)")
     p.add_argument("--modality-dropout", type=float, help="projected: share of training windows that see one stream "
                    "only (default 0.3)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="robust", help="avarnet: robust (default; AdamW, "
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="avarnet: robust (default; AdamW, "
                    "label smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper "
                    "(Adam 1e-2, plateau schedule, best validation accuracy)")
     p.add_argument("--no-stream-selection", action="store_true", help="avarnet --modality av: fuse both streams even "
                    "when cross-validation on the labelled clips says one carries no class information (the robust "
                    "recipe checks by default; --recipe paper never does)")
-    p.add_argument("--late-mode", choices=("mean", "learned"), default="mean")
-    p.add_argument("--seq-len", type=int, default=10)
+    p.add_argument("--late-mode", choices=("mean", "learned"), help="late fusion: mean (default) or learned weights")
+    p.add_argument("--seq-len", type=int, help="avarnet: steps per window (default 10, the paper's T)")
+    p.add_argument("--window", type=int, help="avaca/mil: steps per scoring window on files and streams (default 32)")
+    p.add_argument("--calibration-fraction", type=float, help="autoencoder: share of the normal training videos "
+                   "held out to calibrate scores for files and streams (default 0.2)")
     p.add_argument("--epochs", type=int, help="default 50 (avarnet), 6 (autoencoder) or 100 (avaca/mil)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--lr", type=float, help="default 1e-3 (avarnet; 1e-2 with --recipe paper), 1e-3 (autoencoder) or "
                    "1e-4 (avaca/mil)")
     p.add_argument("--batch-size", type=int, help="default 32 (avarnet), 10 sequences (autoencoder) or 16 videos, half normal (avaca/mil)")
