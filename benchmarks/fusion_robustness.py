@@ -23,6 +23,7 @@ from avar.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
+from avar.training.stream_selection import select_streams
 from avar.media.synth import synthesize
 from avar.robustness import (
     VARIANTS, Cell, cache_name, checks, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
@@ -93,9 +94,15 @@ def main(argv=None) -> int:
                     accuracy = pooled_logistic_regression(FeatureSet.open(out / "caches" / name), modality)
                     baselines.append({"cache": name, "modality": modality, "accuracy": accuracy})
     table = summarise(synthetic, baselines)
-    summary = {"synthetic": table, "checks": checks(table), "failures": failures,
+    # what the default recipe's stream selection decides on each cache (the same call train_head makes)
+    selection = {name: select_streams((fs := FeatureSet.open(out / "caches" / name)).split("train") + fs.split("val"),
+                                      int(name.split("-")[0][1:])).modality
+                 for name in sorted({cache_name(s, n, v) for s in args.seeds for n in args.sizes for v in VARIANTS})}
+    summary = {"synthetic": table, "checks": checks(table), "failures": failures, "stream_selection": selection,
                "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides}}
     markdown = "## Built-in benchmark (test accuracy, mean ± std over seeds)\n\n" + table_markdown(table)
+    markdown += "\n\nStreams the default recipe's selection keeps, per cache: " + ", ".join(
+        f"{name} {streams}" for name, streams in selection.items()) + "\n"
     if fight:
         fight_rows = [dict(r, cache=f"s{r['seed']}-n0-fight") for r in results if r["cache"] == "fight-dev"]
         cache = FeatureSet.open(out / "caches" / "fight-dev")
@@ -103,6 +110,8 @@ def main(argv=None) -> int:
                       for s in args.seeds[:1] for m in MODALITY_ORDER]
         fight_table = summarise(fight_rows, fight_base)["0"]["fight"]
         summary["fight_dev"] = fight_table
+        summary["stream_selection"]["fight-dev"] = [
+            select_streams(cache.split("train") + cache.split("val"), s).modality for s in args.seeds]
         summary["fight_dev_checks"] = [
             {"head": h, "fused": row["av"]["mean"], "best_single": max(row["a"]["mean"], row["v"]["mean"]),
              "logreg_best": max(v["mean"] for v in fight_table["logreg"].values()),

@@ -300,21 +300,15 @@ class AERun(FeatureRun):
         frames = video.reshape(len(video), L, size, size).copy()
         for row, n in enumerate(n_real):
             frames[row, n:] = frames[row, n - 1]
-        x = torch.from_numpy(frames).float().div_(255.0).unsqueeze(2)
-        with _autocast(resolve_precision(self.config.precision)):
-            recon = self.video_model(x).float()
-        x, recon = x.squeeze(2), recon.squeeze(2)
-        if self.config.score == "motion":
-            err = ((x[:, 1:] - x[:, :-1]) - (recon[:, 1:] - recon[:, :-1])).square().numpy()
-        else:
-            err = (recon - x).square().numpy()
+        recon_err, change = _window_errors(self.video_model, frames, resolve_precision(self.config.precision), True)
+        err = change if self.config.score == "motion" else recon_err
         if self.config.score == "frame":
             per_frame = np.sqrt(err.sum(axis=(2, 3)))
         else:
             per_frame = np.sqrt(grid_cell_means(err.reshape(-1, size, size), self.config.patch_grid)
-                                .max(axis=(1, 2))).reshape(len(x), -1)
+                                .max(axis=(1, 2))).reshape(len(err), -1)
         first = 1 if self.config.score == "motion" else 0  # motion is credited to the later frame
-        out = np.empty(len(x))
+        out = np.empty(len(err))
         for row, n in enumerate(n_real):
             out[row] = per_frame[row, : max(1, n - first)].mean()
         return out
@@ -470,6 +464,21 @@ def _as_input(windows: np.ndarray, video: bool) -> torch.Tensor:
     return torch.from_numpy(windows).float()
 
 
+@torch.inference_mode()
+def _window_errors(model, windows: np.ndarray, precision: str, video: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Squared reconstruction error of every element of ``windows [B, T, ...]`` and, for video,
+    of the frame-to-frame change ``(x_t - x_{t-1}) - (r_t - r_{t-1})`` (``[B, T - 1, S, S]``,
+    credited to frame ``t``)."""
+    x = _as_input(windows, video)
+    with _autocast(precision):
+        recon = model(x).float()
+    if not video:
+        return (recon - x).square().numpy(), None
+    x, recon = x.squeeze(2), recon.squeeze(2)
+    change = ((x[:, 1:] - x[:, :-1]) - (recon[:, 1:] - recon[:, :-1])).square().numpy()
+    return (recon - x).square().numpy(), change
+
+
 def _mean_window_error(model, data: np.ndarray, seq_len: int, stride: int, batch_size: int, precision: str,
                        video: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Squared errors of every element of ``data [N, ...]``, averaged over the test windows.
@@ -487,12 +496,7 @@ def _mean_window_error(model, data: np.ndarray, seq_len: int, stride: int, batch
     windows = scoring_windows(n, seq_len, stride)
     for k in range(0, len(windows), batch_size):
         chunk = windows[k : k + batch_size]
-        x = _as_input(np.stack([data[w] for w in chunk]), video)
-        with _autocast(precision):
-            recon = model(x).float()
-        err = (recon - x).square()
-        err = err.squeeze(2).numpy() if video else err.numpy()
-        change = ((x[:, 1:] - x[:, :-1]) - (recon[:, 1:] - recon[:, :-1])).square().squeeze(2).numpy() if video else None
+        err, change = _window_errors(model, np.stack([data[w] for w in chunk]), precision, video)
         for b, w in enumerate(chunk):
             idx = np.unique(w)  # a short video's repeated last frame counts once
             total[idx] += err[b, : len(idx)]
