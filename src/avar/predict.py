@@ -72,8 +72,7 @@ class Predictor:
     def predict(self, path: Path | str) -> Prediction:
         steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))
         video, audio = features_from_steps(steps, self.video, self.audio)
-        step_p = self.run.step_probabilities(video, audio)
-        clip_p = self.run.clip_probabilities(video, audio)
+        step_p, clip_p = self.run.probabilities(video, audio)
         classes = self.run.classes
         return Prediction(
             path=str(path),

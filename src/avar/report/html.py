@@ -300,7 +300,7 @@ def _score_curves(run: FeatureRun, features: FeatureSet, clips: list[StepFeature
     # Caches made from published features (FeatureSet.create) record no media path.
     media = {c["clip_id"]: Path(c["path"]) for c in features.clips if c.get("path")}
     for clip in clips:
-        step_probs, clip_probs = run.step_probabilities(clip.video, clip.audio), run.clip_probabilities(clip.video, clip.audio)
+        step_probs, clip_probs = run.probabilities(clip.video, clip.audio)
         predicted = run.classes[int(clip_probs.argmax())]
         interval = known_interval(media[clip.clip_id]) if clip.clip_id in media else None
         path = plot_score_curve(

@@ -322,10 +322,14 @@ class AERun(FeatureRun):
         score = self.calibrated(self.window_errors(video, mask))
         return np.repeat(np.stack([1.0 - score, score], -1)[:, None], video.shape[1], axis=1)
 
+    def probabilities(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, and the clip's ``[P(normal), P(anomaly)]`` from its most anomalous step."""
+        steps = self.step_probabilities(video, audio)
+        score = float(steps[:, 1].max())
+        return steps, np.array([1.0 - score, score])
+
     def clip_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """``[P(normal), P(anomaly)]`` of the clip from its most anomalous step."""
-        score = float(self.step_probabilities(video, audio)[:, 1].max())
-        return np.array([1.0 - score, score])
+        return self.probabilities(video, audio)[1]
 
     def step_errors(self, frames: np.ndarray) -> np.ndarray:
         """Raw per-step errors ``[T]`` of one video's gray frames ``uint8 [T, S, S]`` as files

@@ -93,6 +93,11 @@ class FeatureRun:
         """Class probabilities ``[C]`` of one whole clip from its raw ``[T, d]`` features."""
         raise NotImplementedError
 
+    def probabilities(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both at once: per step ``[T, C]`` (:meth:`step_probabilities`) and clip ``[C]``;
+        runs whose clip score is made of their step scores compute the steps once."""
+        return self.step_probabilities(video, audio), self.clip_probabilities(video, audio)
+
     def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw ``[T, d]`` features as the model reads them (the training split's statistics)."""
         return self.norm.apply(video, audio)

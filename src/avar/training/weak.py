@@ -262,12 +262,16 @@ class WeakRun(FeatureRun):
         scores = scores.double().numpy()
         return np.stack([1.0 - scores, scores], -1)
 
+    def probabilities(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, and the clip's ``[P(normal), P(anomaly)]``: its top-``k`` step scores' mean
+        (the score the MIL loss trains)."""
+        steps = self.step_probabilities(video, audio)
+        scores = torch.from_numpy(steps[:, 1])
+        score = float(top_k_video_scores(scores[None], torch.tensor([len(scores)]), self.alpha)[0])
+        return steps, np.array([1.0 - score, score])
+
     def clip_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """``[P(normal), P(anomaly)]`` of the clip: its top-``k`` step scores' mean (the score
-        the MIL loss trains), the steps scored as :meth:`step_probabilities` scores them."""
-        steps = torch.from_numpy(self.step_probabilities(video, audio)[:, 1])
-        score = float(top_k_video_scores(steps[None], torch.tensor([len(steps)]), self.alpha)[0])
-        return np.array([1.0 - score, score])
+        return self.probabilities(video, audio)[1]
 
 
 def fit_normalization(features: FeatureSet, records: list[dict]) -> Normalization:
