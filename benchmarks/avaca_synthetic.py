@@ -80,9 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from avar.evaluate_weak import evaluate_weak
+    from avar.methods.avaca.evaluate import evaluate_weak
     from avar.features.cache import FeatureSet
-    from avar.training.weak import WeakTrainConfig, train_weak
+    from avar.methods.avaca.train import WeakTrainConfig, train_weak
 
     features_dir, timings = prepare(args.work, args.clips_per_class, not args.json)
     features = FeatureSet.open(features_dir)

@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from avar.ablate import HEAD_ORDER, MODALITY_ORDER
+from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
-from avar.training.stream_selection import select_streams
+from avar.methods.avarnet.stream_selection import select_streams
 from avar.media.synth import synthesize
-from avar.robustness import (
+from avar.experiments.robustness import (
     VARIANTS, Cell, cache_name, checks, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
     table_markdown, uninformative,
 )

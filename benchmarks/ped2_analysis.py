@@ -21,7 +21,7 @@ import numpy as np
 
 from avar.datasets.framefolders import load_video, open_frame_dataset
 from avar.metrics.detection import minmax_normalize, roc_auc
-from avar.models.frame_difference import frame_difference_scores
+from avar.methods.autoencoder.frame_difference import frame_difference_scores
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

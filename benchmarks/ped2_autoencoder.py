@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from avar.evaluate_detection import evaluate_autoencoder
-from avar.training.autoencoder import SCORERS, AETrainConfig, train_autoencoder
+from avar.methods.autoencoder.evaluate import evaluate_autoencoder
+from avar.methods.autoencoder.config import SCORERS, AETrainConfig
+from avar.methods.autoencoder.train import train_autoencoder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd-ped2"
 

@@ -3,7 +3,7 @@
 
 Trains (or reuses, ``--run``) the visual autoencoder on Ped2's normal training videos (20% of
 them held out for the calibration), encodes each chosen test video's frames as an H.264 file
-at Ped2's 10 frames/s, watches the file with ``avar.realtime.watch.Watcher`` and compares,
+at Ped2's 10 frames/s, watches the file with ``avar.serve.watch.Watcher`` and compares,
 per video, the frame AUC of the watched steps with the frame AUC of the calibrated scores
 ``avar evaluate`` computes from the frame folder, and the largest per-step difference::
 
@@ -24,9 +24,10 @@ import numpy as np
 from avar.datasets.framefolders import load_video, open_frame_dataset
 from avar.media.synth import write_av_file
 from avar.metrics.classification import roc_auc
-from avar.realtime.watch import Watcher
+from avar.serve.watch import Watcher
 from avar.runs import load_run
-from avar.training.autoencoder import AETrainConfig, train_autoencoder
+from avar.methods.autoencoder.config import AETrainConfig
+from avar.methods.autoencoder.train import train_autoencoder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd-ped2"
 

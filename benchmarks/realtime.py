@@ -33,7 +33,7 @@ import torch
 from avar.features import build_extractor
 from avar.features.runtime import RUNTIMES, TorchBackbone, bf16_native
 from avar.media.decode import AUDIO_RATE, iter_steps
-from avar.realtime.bench import random_run, run_bench, standard_clip
+from avar.serve.bench import random_run, run_bench, standard_clip
 
 
 def naive_pipeline(media, video, audio, run) -> dict:

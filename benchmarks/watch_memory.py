@@ -23,8 +23,8 @@ CHILD = """
 import json, sys, time, warnings
 warnings.filterwarnings("ignore")
 from avar.features import build_extractor
-from avar.realtime.bench import random_run
-from avar.realtime.watch import Watcher
+from avar.serve.bench import random_run
+from avar.serve.watch import Watcher
 video, audio = build_extractor("efficientnet-lite0", runtime="auto"), build_extractor("logmel")
 watcher = Watcher(random_run(video, audio), causal=True, extractors=(video, audio))
 t0 = time.perf_counter()

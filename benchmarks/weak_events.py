@@ -32,7 +32,7 @@ from avaca_synthetic import prepare  # noqa: E402
 def watch_test_clips(run_dir: Path, features_dir: Path, events_config=None) -> dict:
     """Watch every test clip's file through the run; the event-level figures of one run."""
     from avar.features.cache import FeatureSet
-    from avar.realtime.watch import Watcher
+    from avar.serve.watch import Watcher
 
     features = FeatureSet.open(features_dir)
     metadata = json.loads((Path(features.clips[0]["path"]).parents[1] / "metadata.json").read_text())
@@ -68,7 +68,7 @@ def main() -> None:
     import torch
 
     from avar.features.cache import FeatureSet
-    from avar.training.weak import WeakTrainConfig, train_weak
+    from avar.methods.avaca.train import WeakTrainConfig, train_weak
 
     torch.set_num_threads(1)
     features_dir, timings = prepare(args.work, args.clips_per_class, progress=not args.json)

@@ -2,7 +2,7 @@
 
 import torch
 
-from avar.models.avarnet.loss import avarnet_loss
+from avar.methods.avarnet.loss import avarnet_loss
 
 
 def assert_head_learns(head, video, audio, mask, labels, *, lr: float, iterations: int) -> None:

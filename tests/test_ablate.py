@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 import pytest
 
-from avar.ablate import AblationPlan, Cell, run_ablation, summarise
+from avar.experiments.ablate import AblationPlan, Cell, run_ablation, summarise
 from avar.cli import main
 from avar.features.cache import FeatureSet, StepFeatures
 

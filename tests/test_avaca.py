@@ -13,9 +13,9 @@ import torch
 from avar.runs import run_method
 from avar.cli import main
 from avar.datasets.annotations import FrameTruth
-from avar.evaluate_weak import evaluate_weak
+from avar.methods.avaca.evaluate import evaluate_weak
 from avar.features.cache import FeatureSet, StepFeatures
-from avar.models.avaca import (
+from avar.methods.avaca import (
     AVACA,
     AVACAConfig,
     avaca_loss,
@@ -25,12 +25,13 @@ from avar.models.avaca import (
     top_k_count,
     top_k_mask,
 )
-from avar.models.avarnet import AVARNetConfig
-from avar.models.mil import MILHead
-from avar.training.run import Normalization, Run
-from avar.training.weak import (
+from avar.methods.avarnet import AVARNetConfig
+from avar.methods.avaca.mil import MILHead
+from avar.methods.avarnet.run import Run
+from avar.training.run import Normalization
+from avar.methods.avaca.run import WeakRun
+from avar.methods.avaca.train import (
     BalancedBatches,
-    WeakRun,
     WeakTrainConfig,
     fit_normalization,
     segment_means,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from avar.models.avarnet import (
+from avar.methods.avarnet import (
     AVARNetConfig,
     AVARNetHead,
     TemporalAttention,

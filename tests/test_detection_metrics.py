@@ -14,7 +14,7 @@ from avar.metrics.detection import (
     roc_curve,
     threshold_metrics,
 )
-from avar.models.frame_difference import frame_difference_scores, grid_cell_means
+from avar.methods.autoencoder.frame_difference import frame_difference_scores, grid_cell_means
 
 
 def test_roc_curve_matches_sklearn_with_ties():

@@ -10,14 +10,14 @@ from avar.cli import main
 from avar.datasets.folders import discover
 from avar.features import build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
-from avar.predict import Predictor
-from avar.realtime.events import EventConfig
-from avar.realtime.store import EventStore
-from avar.realtime.watch import Watcher
+from avar.serve.predict import Predictor
+from avar.serve.events import EventConfig
+from avar.serve.store import EventStore
+from avar.serve.watch import Watcher
 from avar.runs import load_run, run_method
-from avar.training.loop import TrainConfig, train_head
+from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.training.sequences import centred_start, make_sequences, pad_windows
-from avar.training.weak import WeakTrainConfig, train_weak
+from avar.methods.avaca.train import WeakTrainConfig, train_weak
 from test_watch import _clip
 
 SEQ_LEN = 4
@@ -124,7 +124,8 @@ def _block_video(path, n_frames, anomaly=None, seed=0):
 
 @pytest.fixture(scope="module")
 def autoencoder_run(tmp_path_factory):
-    from avar.training.autoencoder import AETrainConfig, train_autoencoder
+    from avar.methods.autoencoder.config import AETrainConfig
+    from avar.methods.autoencoder.train import train_autoencoder
     from test_seq2seq_ae import TINY_VIDEO
 
     root = tmp_path_factory.mktemp("ae")

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from avar.predict import StepRecord
-from avar.realtime.events import Event, EventConfig, EventDetector, detect_events, save_thumbnail
+from avar.serve.predict import StepRecord
+from avar.serve.events import Event, EventConfig, EventDetector, detect_events, save_thumbnail
 from avar.cli import main
-from avar.realtime.store import EventStore, write_jsonl
+from avar.serve.store import EventStore, write_jsonl
 
 
 def steps(scores, cls="fight", step=1.0, t0=0.0, other=None):

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from avar.evaluate import evaluate_run
+from avar.methods.avarnet.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
-from avar.models.heads import config_from_dict, head_config
-from avar.robustness import Cell, checks, plan_cells, pooled_logistic_regression, subsample, summarise, uninformative
-from avar.training.loop import RECIPES, TrainConfig, fusion_warning, train_head
-from avar.training.run import Run
-from avar.training.stream_selection import select_streams
+from avar.methods.heads import config_from_dict, head_config
+from avar.experiments.robustness import Cell, checks, plan_cells, pooled_logistic_regression, subsample, summarise, uninformative
+from avar.methods.avarnet.train import RECIPES, TrainConfig, fusion_warning, train_head
+from avar.methods.avarnet.run import Run
+from avar.methods.avarnet.stream_selection import select_streams
 
 EXTRACTORS = {"video": {"name": "toy-video", "version": 1, "dim": 96}, "audio": {"name": "toy-audio", "version": 1, "dim": 8}}
 SMALL_HEAD = {"num_stages": 2, "num_layers": 3, "num_f_maps": 16, "attention_dim": 32, "stream_width": 16}

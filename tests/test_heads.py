@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from avar.models.avarnet import avarnet_loss, count_parameters, masked_mean
-from avar.models.baselines import BaselineConfig, RecurrentHead, TransformerHead
-from avar.models.heads import (
+from avar.methods.avarnet import avarnet_loss, count_parameters, masked_mean
+from avar.methods.baselines import BaselineConfig, RecurrentHead, TransformerHead
+from avar.methods.heads import (
     HEADS,
     LateFusionConfig,
     LateFusionHead,

@@ -7,8 +7,8 @@ import pytest
 
 from avar.cli import main
 from avar.features.cache import FeatureSet
-from avar.training.loop import TrainConfig, train_head
-from avar.training.run import Run
+from avar.methods.avarnet.train import TrainConfig, train_head
+from avar.methods.avarnet.run import Run
 
 SMALL_HEAD = {"num_stages": 2, "num_layers": 6, "num_f_maps": 32, "attention_dim": 64, "stream_fusion": "concat"}
 # The pipeline's wiring, trained as before issue 11 (the paper's concatenation and recipe): on

@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from avar.ablate import write_tables
+from avar.experiments.ablate import write_tables
 from avar.cli import main
 from avar.features.cache import MANIFEST, FeatureSet, StepFeatures, write_json_atomic
 from avar.report.html import build_report, known_interval
-from avar.training.loop import TrainConfig, train_head
+from avar.methods.avarnet.train import TrainConfig, train_head
 
 CLASSES = ("normal", "fire & smoke", "siren")  # "&" checks the escaping
 SPLITS = {"train": 4, "val": 2, "test": 2}

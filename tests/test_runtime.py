@@ -13,8 +13,8 @@ from avar.features import build_extractor
 from avar.features import runtime as runtime_mod
 from avar.media.decode import MediaError, StepMedia
 from avar.media.synth import write_bench_clip
-from avar.realtime.bench import run_bench
-from avar.realtime.watch import WatchStats, _Prefetch
+from avar.serve.bench import run_bench
+from avar.serve.watch import WatchStats, _Prefetch
 from test_extractors import tiny_mobilevit_dir, tiny_wav2vec2_dir
 
 

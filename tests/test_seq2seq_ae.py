@@ -14,9 +14,9 @@ import torch
 
 from avar.cli import main
 from avar.datasets.framefolders import load_video, open_frame_dataset, read_frame_labels
-from avar.evaluate_detection import evaluate_autoencoder
+from avar.methods.autoencoder.evaluate import evaluate_autoencoder
 from avar.features.spectral import FEATURE_NAMES, SPECTRAL_DIM, MinMaxNormalizer, spectral_features
-from avar.models.seq2seq_ae import (
+from avar.methods.autoencoder import (
     AudioAEConfig,
     AudioSeq2SeqAE,
     ConvLSTM2D,
@@ -25,14 +25,9 @@ from avar.models.seq2seq_ae import (
     SpaceToDepthConv2d,
     VideoSeq2SeqAE,
 )
-from avar.training.autoencoder import (
-    AERun,
-    AETrainConfig,
-    scoring_windows,
-    smooth_scores,
-    train_autoencoder,
-    training_windows,
-)
+from avar.methods.autoencoder.config import AETrainConfig
+from avar.methods.autoencoder.run import AERun, scoring_windows, smooth_scores
+from avar.methods.autoencoder.train import train_autoencoder, training_windows
 
 PED2 = Path(os.environ.get("AVAR_PED2", Path(__file__).resolve().parents[2] / "shared" / "data" / "ucsd-ped2"))
 needs_ped2 = pytest.mark.skipif(not (PED2 / "training").is_dir(), reason=f"UCSD Ped2 not found at {PED2} (set AVAR_PED2)")

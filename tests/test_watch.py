@@ -11,11 +11,11 @@ from avar.features import build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
 from avar.media.decode import iter_steps
 from avar.media.synth import write_av_file
-from avar.predict import Predictor
-from avar.realtime.events import EventConfig
-from avar.realtime.store import EventStore
-from avar.realtime.watch import Watcher
-from avar.training.loop import TrainConfig, train_head
+from avar.serve.predict import Predictor
+from avar.serve.events import EventConfig
+from avar.serve.store import EventStore
+from avar.serve.watch import Watcher
+from avar.methods.avarnet.train import TrainConfig, train_head
 
 FPS, RATE = 10, 22_050
 
@@ -205,7 +205,7 @@ def test_a_stream_that_keeps_failing_gives_up(run_dir, media, caplog):
 
 
 def test_bench_times_a_trained_run_with_its_own_backbones(run_dir, media):
-    from avar.realtime.bench import run_bench
+    from avar.serve.bench import run_bench
 
     result = run_bench(run_dir, media, runtime="torch", live_steps=1)
     assert result["head"] == "trained avarnet" and result["steps"] == 6

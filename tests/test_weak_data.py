@@ -15,8 +15,8 @@ from avar.datasets.mavad import class_split, repeated_splits, scene_entries, sce
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.features.pooling import pool_feature_set, pool_steps
 from avar.media.synth import CLASSES, synthesize
-from avar.scenes import mean_std, run_scene_protocol
-from avar.training.weak import WeakTrainConfig
+from avar.experiments.scenes import mean_std, run_scene_protocol
+from avar.methods.avaca.train import WeakTrainConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

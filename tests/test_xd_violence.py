@@ -23,7 +23,7 @@ from avar.datasets.xd_violence import (
     read_annotations,
     write_splits_csv,
 )
-from avar.evaluate_weak import clip_frames
+from avar.methods.avaca.evaluate import clip_frames
 from avar.metrics.detection import (
     average_precision,
     expand_to_frames,

@@ -72,7 +72,7 @@ def cmd_train(args) -> int:
     if args.method in ("avaca", "mil"):
         return cmd_train_weak(args)
     from avar.features.cache import FeatureSet
-    from avar.training.loop import TrainConfig, train_head
+    from avar.methods.avarnet.train import TrainConfig, train_head
 
     if args.features_dir is None:
         raise ValueError(f"avar train --method {args.method} needs FEATURES_DIR (made by `avar extract`)")
@@ -106,7 +106,7 @@ def cmd_train_weak(args) -> int:
     import torch
 
     from avar.features.cache import FeatureSet
-    from avar.training.weak import WeakTrainConfig, train_weak
+    from avar.methods.avaca.train import WeakTrainConfig, train_weak
 
     if args.features_dir is None:
         raise ValueError(f"avar train --method {args.method} needs FEATURES_DIR (made by `avar extract`)")
@@ -130,7 +130,8 @@ def cmd_train_weak(args) -> int:
 
 def cmd_train_autoencoder(args) -> int:
     """``avar train --method autoencoder --data DATA_DIR --out RUN_DIR``: unsupervised, normal videos only."""
-    from avar.training.autoencoder import AETrainConfig, train_autoencoder
+    from avar.methods.autoencoder.config import AETrainConfig
+    from avar.methods.autoencoder.train import train_autoencoder
 
     if args.data is None:
         raise ValueError("avar train --method autoencoder needs --data DATA_DIR (frame folders such as UCSD Ped2, "
@@ -153,16 +154,16 @@ def cmd_evaluate(args) -> int:
     if learning == "unsupervised" and args.data is None:
         raise ValueError(f"{args.run_dir} is an autoencoder run: evaluate it on frames with --data DATA_DIR")
     if args.data is not None:
-        from avar.evaluate_detection import evaluate_autoencoder
+        from avar.methods.autoencoder.evaluate import evaluate_autoencoder
 
         report = evaluate_autoencoder(args.run_dir, args.data, args.out, gamma=args.gamma, score=args.score,
                                       smooth=args.smooth, audio_dir=args.audio, plots=not args.no_plots, progress=not args.quiet)
         return _emit(args, report.to_dict(), report.to_markdown())
-    from avar.evaluate import evaluate_run
+    from avar.methods.avarnet.evaluate import evaluate_run
     if args.features_dir is None:
         raise ValueError(f"avar evaluate {args.run_dir} needs FEATURES_DIR (made by `avar extract`)")
     if learning == "weak":
-        from avar.evaluate_weak import evaluate_weak
+        from avar.methods.avaca.evaluate import evaluate_weak
 
         report = evaluate_weak(args.run_dir, args.features_dir, args.split, args.out, annotations=args.annotations,
                                plots=not args.no_plots)
@@ -200,8 +201,8 @@ def cmd_xd_violence(args) -> int:
 def cmd_scenes(args) -> int:
     """``avar scenes DATA_DIR --out DIR``: the MAVAD protocol, per scene mean +- std over random splits."""
     from avar.features import build_extractor
-    from avar.scenes import extract_scenes, run_scene_protocol, scenes_markdown
-    from avar.training.weak import WeakTrainConfig
+    from avar.experiments.scenes import extract_scenes, run_scene_protocol, scenes_markdown
+    from avar.methods.avaca.train import WeakTrainConfig
 
     video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
     audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
@@ -218,7 +219,7 @@ def cmd_scenes(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from avar.predict import predict_files
+    from avar.serve.predict import predict_files
 
     predictions, failures = predict_files(args.run_dir, args.media, args.out, progress=not args.quiet,
                                           runtime=args.runtime)
@@ -240,7 +241,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from avar.ablate import AblationPlan, run_ablation, tables_markdown, write_tables
+    from avar.experiments.ablate import AblationPlan, run_ablation, tables_markdown, write_tables
 
     plan = AblationPlan.quick() if args.quick else AblationPlan()
     if args.seeds:
@@ -263,7 +264,7 @@ def cmd_report(args) -> int:
 
 def cmd_events(args) -> int:
     """``avar events DB``: list stored events as a table, or JSON lines with ``--json``."""
-    from avar.realtime.store import EventStore
+    from avar.serve.store import EventStore
 
     with EventStore(args.db, create=False) as store:
         rows = store.query(label=args.label, source=args.source, since=args.since, until=args.until,
@@ -283,9 +284,9 @@ def cmd_events(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from avar.realtime.events import EventConfig
-    from avar.realtime.store import EventStore
-    from avar.realtime.watch import Watcher
+    from avar.serve.events import EventConfig
+    from avar.serve.store import EventStore
+    from avar.serve.watch import Watcher
     from avar.runs import load_run
 
     run = load_run(args.run_dir)
@@ -314,7 +315,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from avar.realtime.bench import run_bench
+    from avar.serve.bench import run_bench
 
     result = run_bench(args.run, args.media, video=args.video, audio=args.audio, random_weights=args.random_weights,
                        runtime=args.runtime, batch=args.batch, causal=not args.centred)
@@ -360,7 +361,7 @@ def cmd_export(args) -> int:
 def cmd_upgrade(args) -> int:
     """``avar upgrade RUN_DIR --data DATA_DIR``: calibrate an autoencoder run saved before runs
     carried a calibration for files and streams."""
-    from avar.training.autoencoder import upgrade_autoencoder
+    from avar.methods.autoencoder.train import upgrade_autoencoder
 
     run = upgrade_autoencoder(args.run_dir, args.data, audio_dir=args.audio)
     calibration = run.stream["calibration"]
@@ -369,7 +370,7 @@ def cmd_upgrade(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from avar.demo import results_table, run_demo, weak_table
+    from avar.experiments.demo import results_table, run_demo, weak_table
 
     result = run_demo(args.out, seed=args.seed, clips_per_class=args.clips_per_class, epochs=args.epochs,
                       progress=not args.quiet)
@@ -390,9 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     from avar.features.runtime import RUNTIMES
 
     RUNTIME_CHOICES = ("auto", *RUNTIMES)
-    from avar.models.heads import FUSIONS, HEADS
-    from avar.models.streams import STREAM_FUSIONS
-    from avar.training.loop import RECIPES
+    from avar.methods.heads import FUSIONS, HEADS
+    from avar.methods.streams import STREAM_FUSIONS
+    from avar.methods.avarnet.train import RECIPES
 
     parser = argparse.ArgumentParser(prog="avar", description="Audio-visual anomaly recognition for surveillance video.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -43,14 +43,14 @@ def load_run(run_dir: Path | str) -> FeatureRun:
     """Load any run that scores extracted features (see the module docstring)."""
     method = run_method(run_dir)
     if method == "avarnet":
-        from avar.training.run import Run
+        from avar.methods.avarnet.run import Run
 
         return Run.load(run_dir)
     if METHODS[method] == "weak":
-        from avar.training.weak import WeakRun
+        from avar.methods.avaca.run import WeakRun
 
         return WeakRun.load(run_dir)
-    from avar.training.autoencoder import AERun
+    from avar.methods.autoencoder.run import AERun
 
     return AERun.load(run_dir)
 

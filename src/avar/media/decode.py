@@ -79,7 +79,7 @@ class CentreFrames:
     """Streams decoded frames and keeps, for each step centre, the frame on screen then.
 
     Only kept frames are converted to RGB, because conversion costs more than decoding.
-    ``kept[i]`` is step ``i``'s frame; a streaming reader (``avar.realtime.watch``) may take
+    ``kept[i]`` is step ``i``'s frame; a streaming reader (``avar.serve.watch``) may take
     a frame out and leave ``None`` so memory stays bounded on long streams.
     """
 

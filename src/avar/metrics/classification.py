@@ -95,7 +95,7 @@ class ClassificationReport:
     """Number of clips evaluated."""
     branch_accuracy: dict[str, float] | None = None
     """A fused head's accuracy with both streams ('av') and each alone ('a', 'v'), where the
-    head can run with a stream missing; set by :func:`avar.evaluate.evaluate_run`."""
+    head can run with a stream missing; set by :func:`avar.methods.avarnet.evaluate.evaluate_run`."""
     fusion_warning: str | None = None
     """Set when the fused accuracy is below the best single stream's."""
 

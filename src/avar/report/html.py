@@ -18,12 +18,13 @@ import numpy as np
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from avar.ablate import HEAD_ORDER, METRICS, MODALITY_LABELS, MODALITY_ORDER, summarise
-from avar.evaluate import check_compatible, evaluate_run
+from avar.experiments.ablate import HEAD_ORDER, METRICS, MODALITY_LABELS, MODALITY_ORDER, summarise
+from avar.methods.avarnet.evaluate import check_compatible, evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.report.plots import new_figure, plot_confusion, plot_score_curve, save_figure
 from avar.runs import load_run
-from avar.training.run import FeatureRun, Run
+from avar.methods.avarnet.run import Run
+from avar.training.run import FeatureRun
 
 REPORT_FILE = "report.html"
 METADATA_FILE = "metadata.json"
@@ -236,7 +237,7 @@ def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading
 def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
                       heading_level: int) -> str:
     """A weakly supervised run: its frame-level metrics (``avar evaluate``) and score curves."""
-    from avar.evaluate_weak import evaluate_weak
+    from avar.methods.avaca.evaluate import evaluate_weak
 
     h = f"h{heading_level}"
     features_dir = Path(run.extra["features_dir"])
@@ -265,7 +266,7 @@ def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, 
 def _autoencoder_section(run: FeatureRun, run_dir: Path, n_curves: int, heading_level: int) -> str:
     """An autoencoder run: its frame-level evaluation (``avar evaluate RUN --data DATA``, run on
     the data it was trained on when not done yet), the ROC and per-video score plots."""
-    from avar.evaluate_detection import evaluate_autoencoder
+    from avar.methods.autoencoder.evaluate import evaluate_autoencoder
 
     h = f"h{heading_level}"
     eval_path = run_dir / "eval_frames.json"

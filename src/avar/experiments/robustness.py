@@ -1,0 +1,201 @@
+"""Does fusion hold up? The supervised heads on smaller datasets and with one stream useless.
+
+The grid, for every seed: the built-in benchmark (``avar synth``, 24 clips per class) and
+stratified subsets of it with fewer clips per class (re-split 60/15/25 as
+:func:`avar.datasets.folders.discover` splits a dataset of that size), each clean and with
+one stream made uninformative (its features shuffled across clips, so the stream still
+looks like real features but says nothing about the clip's class). Every head is trained on
+audio, video and both on the clean caches and on both streams of the uninformative ones;
+``pooled_logistic_regression`` gives the simple baseline the heads must not fall below.
+Cells are run directories with a ``result.json``, so a rerun resumes (like ``avar ablate``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avar.experiments.ablate import HEAD_ORDER, MODALITY_LABELS, MODALITY_ORDER, RESULT_FILE, finished, run_parallel
+from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
+from avar.methods.avarnet.stream_selection import pooled_clip_features, pooled_regression
+
+VARIANTS = ("clean", "video-shuffled", "audio-shuffled")
+"""'clean': the features as extracted; '<stream>-shuffled': that stream's features moved to
+another clip of the same split (a seeded permutation), so they carry no class information."""
+
+
+def subsample(features: FeatureSet, out_dir: Path | str, per_class: int, seed: int,
+              val_fraction: float = 0.15, test_fraction: float = 0.25) -> FeatureSet:
+    """A cache of ``per_class`` clips of every class drawn from ``features`` (seeded), split
+    like a dataset of that size; a class with fewer clips keeps them all."""
+    rng = np.random.default_rng([seed, per_class])
+    by_class: dict[str, list[dict]] = {}
+    for clip in features.clips:
+        by_class.setdefault(clip["label"], []).append(clip)
+    chosen = []
+    for label in sorted(by_class):
+        clips = by_class[label]
+        picked = [clips[i] for i in rng.permutation(len(clips))[:per_class]]
+        n_test, n_val = int(round(len(picked) * test_fraction)), int(round(len(picked) * val_fraction))
+        for rank, clip in enumerate(picked):
+            loaded = features.load(clip)
+            loaded.split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            chosen.append(loaded)
+    return _write(features, out_dir, chosen)
+
+
+def uninformative(features: FeatureSet, out_dir: Path | str, stream: str, seed: int) -> FeatureSet:
+    """A copy of ``features`` whose ``stream`` ('video' or 'audio') is shuffled across the
+    clips of each split, cut or repeated to each clip's length."""
+    if stream not in ("video", "audio"):
+        raise ValueError(f"stream must be 'video' or 'audio', got {stream!r}")
+    rng = np.random.default_rng([seed, 7])
+    clips = [features.load(c) for c in features.clips]
+    for split in {c.split for c in clips}:
+        members = [c for c in clips if c.split == split]
+        donors = [getattr(members[i], stream) for i in rng.permutation(len(members))]
+        for clip, donor in zip(members, donors):
+            setattr(clip, stream, np.resize(donor, (len(clip.times), donor.shape[1])).astype(np.float32))
+    return _write(features, out_dir, clips)
+
+
+def _write(features: FeatureSet, out_dir: Path | str, clips: list[StepFeatures]) -> FeatureSet:
+    manifest = features.manifest
+    return FeatureSet.create(out_dir, clips, video=manifest["video"], audio=manifest["audio"], step=manifest["step"])
+
+
+def pooled_logistic_regression(features: FeatureSet, modality: str = "av", seed: int = 0) -> float:
+    """Test accuracy of a logistic regression on each clip's mean- and max-pooled,
+    standardised features, fitted on train + val: the simple baseline a head must beat."""
+    fit = features.split("train") + features.split("val")
+    test = features.split("test")
+    model = pooled_regression(seed)
+    model.fit(np.stack([pooled_clip_features(c, modality) for c in fit]), [c.label for c in fit])
+    return float(model.score(np.stack([pooled_clip_features(c, modality) for c in test]), [c.label for c in test]))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: a head on one stream choice of one cache."""
+
+    cache: str
+    """Name of the cache folder under ``OUT/caches``, e.g. ``s0-n12-clean``."""
+    head: str
+    modality: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        # a synthetic cache is per seed already; a real one (fight-dev) is shared by the seeds
+        seeded = self.cache.startswith(f"s{self.seed}-")
+        return f"{self.cache}-{self.head}-{self.modality}" + ("" if seeded else f"-s{self.seed}")
+
+
+def cache_name(seed: int, per_class: int, variant: str) -> str:
+    return f"s{seed}-n{per_class}-{variant}"
+
+
+def plan_cells(seeds, sizes, heads=HEAD_ORDER, variants=VARIANTS) -> list[Cell]:
+    """Clean caches: every head on a, v, av; uninformative ones: av only (the single stream
+    alone is the clean cache's figure)."""
+    cells = []
+    for seed in seeds:
+        for size in sizes:
+            for variant in variants:
+                modalities = MODALITY_ORDER if variant == "clean" else ("av",)
+                cells += [Cell(cache_name(seed, size, variant), h, m, seed) for h in heads for m in modalities]
+    return cells
+
+
+def run_cell(cell: Cell, out_dir: str, threads: int, train_overrides: dict) -> dict:
+    """Train and evaluate one cell; returns (and writes) its result record."""
+    import torch
+
+    from avar.methods.avarnet.evaluate import evaluate_run
+    from avar.methods.avarnet.train import TrainConfig, train_head
+
+    torch.set_num_threads(threads)
+    cache = Path(out_dir) / "caches" / cell.cache
+    run_dir = Path(out_dir) / "runs" / cell.id
+    config = TrainConfig(head_type=cell.head, modality=cell.modality, seed=cell.seed, **train_overrides)
+    run = train_head(FeatureSet.open(cache), run_dir, config, progress=False)
+    report = evaluate_run(run_dir, cache, "test")
+    result = {"id": cell.id, "cache": cell.cache, "head": cell.head, "modality": cell.modality, "seed": cell.seed,
+              "accuracy": report.accuracy, "f1_macro": report.f1_macro, "params": run.extra["params"],
+              "train_seconds": run.extra["train_seconds"], "val_branch_accuracy": run.extra["val_branch_accuracy"],
+              "fusion_warning": run.extra["fusion_warning"]}
+    write_json_atomic(run_dir / RESULT_FILE, result)
+    return result
+
+
+def run_cells(cells: list[Cell], out_dir: Path | str, *, workers: int | None = None, progress: bool = True,
+              train_overrides: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Run the cells not yet done in worker processes; returns (results, failures)."""
+    out = Path(out_dir)
+    done = finished(cells, out)
+    failures = run_parallel(run_cell, [c for c in cells if c.id not in done], done,
+                            lambda cell, threads: (str(out), threads, train_overrides or {}),
+                            workers=workers, desc="robustness", total=len(cells), progress=progress)
+    return [done[c.id] for c in cells if c.id in done], failures
+
+
+def _stat(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarise(results: list[dict], baselines: list[dict] | None = None) -> dict:
+    """Mean and population std over seeds per (size, variant, head, modality), and per
+    (size, variant) the pooled logistic regression's."""
+    groups: dict[tuple, list[float]] = {}
+    for r in results:
+        _, size, variant = r["cache"].split("-", 2)
+        groups.setdefault((int(size[1:]), variant, r["head"], r["modality"]), []).append(r["accuracy"])
+    table: dict = {}
+    for (size, variant, head, modality), values in sorted(groups.items()):
+        table.setdefault(str(size), {}).setdefault(variant, {}).setdefault(head, {})[modality] = _stat(values)
+    for b in baselines or []:
+        _, size, variant = b["cache"].split("-", 2)
+        row = table.setdefault(str(int(size[1:])), {}).setdefault(variant, {}).setdefault("logreg", {})
+        row.setdefault(b["modality"], []).append(b["accuracy"])
+    for by_variant in table.values():
+        for by_head in by_variant.values():
+            if "logreg" in by_head:
+                by_head["logreg"] = {m: _stat(v) for m, v in by_head["logreg"].items()}
+    return table
+
+
+def checks(table: dict) -> list[dict]:
+    """The issue's acceptance figures for every head, each with its measured value."""
+    out = []
+    for size, by_variant in table.items():
+        for head, row in by_variant.get("clean", {}).items():
+            if head == "logreg" or not {"a", "v", "av"} <= set(row):
+                continue
+            best = max(row["a"]["mean"], row["v"]["mean"])
+            out.append({"check": "fused >= best single - 0.02", "size": int(size), "head": head,
+                        "fused": row["av"]["mean"], "best_single": best, "pass": row["av"]["mean"] >= best - 0.02})
+            for variant, stream in (("video-shuffled", "a"), ("audio-shuffled", "v")):
+                fused = by_variant.get(variant, {}).get(head, {}).get("av")
+                if fused:
+                    out.append({"check": f"{variant}: fused within 0.03 of {MODALITY_LABELS[stream]} alone",
+                                "size": int(size), "head": head, "fused": fused["mean"],
+                                "single": row[stream]["mean"], "pass": fused["mean"] >= row[stream]["mean"] - 0.03})
+    return out
+
+
+def table_markdown(table: dict) -> str:
+    lines = ["| clips / class | data | head | audio | video | audio + video |", "|---|---|---|---|---|---|"]
+    for size, by_variant in table.items():
+        for variant, by_head in by_variant.items():
+            for head, row in by_head.items():
+                cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" if m in row else "" for m in MODALITY_ORDER]
+                lines.append(f"| {size} | {variant} | {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["VARIANTS", "Cell", "cache_name", "checks", "plan_cells", "pooled_logistic_regression", "run_cells",
+           "subsample", "summarise", "table_markdown", "uninformative"]

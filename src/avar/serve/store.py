@@ -1,0 +1,168 @@
+"""A SQLite store of anomaly events, their sources and stream gaps, and the ``avar events`` command.
+
+Event times (``start``, ``end``, ``peak_time``, gap bounds) are seconds on the source's own
+timeline, as the detector reports them; bookkeeping times (``first_seen``, ``last_seen``,
+``created``) are Unix wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from avar.serve.events import Event
+
+# Marks the file as ours, so that opening some other SQLite database fails loudly instead of
+# adding tables to it. "AVAR" in ASCII.
+APPLICATION_ID = 0x41564152
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE sources(id INTEGER PRIMARY KEY, uri TEXT UNIQUE NOT NULL, kind TEXT, first_seen REAL,
+                     last_seen REAL, gaps INTEGER DEFAULT 0);
+CREATE TABLE events(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL REFERENCES sources(id),
+                    "start" REAL, "end" REAL, label TEXT, peak_score REAL, peak_time REAL,
+                    thumbnail TEXT, created REAL);
+CREATE TABLE gaps(source_id INTEGER NOT NULL REFERENCES sources(id), "start" REAL, "end" REAL);
+CREATE INDEX events_label ON events(label);
+CREATE INDEX events_start ON events("start");
+"""
+
+
+class EventStore:
+    """Events of many sources in one SQLite file (WAL mode: a viewer can read while a watcher writes)."""
+
+    def __init__(self, path: Path | str, create: bool = True):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise FileNotFoundError(f"no event store at {self.path}; check the path")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        try:
+            self._init_schema()
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            self._db.close()
+            if isinstance(exc, ValueError):
+                raise
+            raise ValueError(f"{self.path} is not an avar event store ({exc}); "
+                             "pass a new file name or one written by avar") from exc
+
+    def _init_schema(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        n_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and n_tables == 0:
+            with db:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif app_id != APPLICATION_ID:
+            raise ValueError(f"{self.path} is a SQLite database but not an avar event store; "
+                             "pass a new file name or one written by avar")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{self.path} has event store schema {version}, newer than this avar's "
+                             f"{SCHEMA_VERSION}; upgrade avar")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA foreign_keys = ON")
+
+    def add_source(self, uri: str, kind: str) -> int:
+        """The id of source ``uri``, registering it on first sight; later calls only refresh ``last_seen``
+        (the first ``kind`` stays)."""
+        now = time.time()
+        with self._db:
+            self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen",
+                             (uri, kind, now, now))
+        return self._source_id(uri)
+
+    def _source_id(self, uri: str) -> int:
+        row = self._db.execute("SELECT id FROM sources WHERE uri = ?", (uri,)).fetchone()
+        if row is None:
+            raise ValueError(f"{self.path}: unknown source {uri!r}; call add_source first")
+        return row[0]
+
+    def record_gap(self, uri: str, start: float, end: float) -> None:
+        """Note that source ``uri`` delivered nothing from ``start`` to ``end`` (seconds), e.g. a dropped stream."""
+        if end < start:
+            raise ValueError(f"gap of {uri!r} ends ({end}s) before it starts ({start}s)")
+        source_id = self._source_id(uri)
+        with self._db:
+            self._db.execute('INSERT INTO gaps(source_id, "start", "end") VALUES (?, ?, ?)', (source_id, start, end))
+            self._db.execute("UPDATE sources SET gaps = gaps + 1 WHERE id = ?", (source_id,))
+
+    def gaps(self, uri: str) -> list[tuple[float, float]]:
+        """The recorded gaps of ``uri`` as ``(start, end)`` seconds, in time order."""
+        rows = self._db.execute('SELECT "start", "end" FROM gaps WHERE source_id = ? ORDER BY "start"',
+                                (self._source_id(uri),))
+        return [tuple(r) for r in rows]
+
+    def sources(self) -> list[dict]:
+        """Every source with its bookkeeping columns."""
+        cur = self._db.execute("SELECT id, uri, kind, first_seen, last_seen, gaps FROM sources ORDER BY id")
+        return [dict(zip([d[0] for d in cur.description], row)) for row in cur]
+
+    def add_events(self, events: list[Event]) -> list[int]:
+        """Insert events in one transaction; unseen sources are registered with kind ``"unknown"``."""
+        now = time.time()
+        ids = []
+        with self._db:
+            for e in events:
+                self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen) VALUES (?, 'unknown', ?, ?) "
+                                 "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen", (e.source, now, now))
+                cur = self._db.execute(
+                    'INSERT INTO events(source_id, "start", "end", label, peak_score, peak_time, thumbnail, created) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._source_id(e.source), e.start, e.end, e.label, e.peak_score, e.peak_time, e.thumbnail, now))
+                ids.append(cur.lastrowid)
+        return ids
+
+    def query(self, *, label: str | None = None, source: str | None = None, since: float | None = None,
+              until: float | None = None, min_score: float | None = None, limit: int | None = None) -> list[dict]:
+        """Events in ``start`` order, as dicts of the events columns plus ``source`` (the uri).
+
+        ``since``/``until`` keep events with ``since <= start < until`` (seconds); ``min_score`` keeps
+        ``peak_score >= min_score``; ``limit`` keeps the first N after filtering.
+        """
+        where, params = [], []
+        for clause, value in (("e.label = ?", label), ("s.uri = ?", source), ('e."start" >= ?', since),
+                              ('e."start" < ?', until), ("e.peak_score >= ?", min_score)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = ('SELECT e.id, s.uri AS source, e."start", e."end", e.label, e.peak_score, e.peak_time, '
+               "e.thumbnail, e.created FROM events e JOIN sources s ON s.id = e.source_id")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += ' ORDER BY e."start", e.id'
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"limit must be a positive number of events, got {limit}")
+            sql += " LIMIT ?"
+            params.append(limit)
+        cur = self._db.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_jsonl(events: list[Event], path: Path | str) -> Path:
+    """Append events to ``path`` as one JSON object per line (the ``Event`` fields)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for e in events:
+            f.write(json.dumps(asdict(e), allow_nan=False) + "\n")
+    return path

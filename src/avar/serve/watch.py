@@ -1,0 +1,385 @@
+"""Watch a file, a folder of files or a live stream and turn it into step records and events.
+
+``iter_steps`` decodes in one demux pass and hands over each time step as soon as its media is
+complete, with the same timestamps as ``avar.media.decode.decode_steps`` (whose helpers it
+reuses): for a regular file, its steps equal ``decode_steps``'s. ``Watcher`` decodes in a
+thread, runs a trained run's extractors on the steps ready so far (a batch of up to ``batch``;
+one at a time on a live source), keeps a sliding window of the last ``seq_len`` step features
+for the head, and feeds the records to an ``EventDetector``.
+
+Two ways to place the head's window around step ``t`` (``L = seq_len``), both from
+:mod:`avar.training.sequences`, the windows and padding training and ``avar predict`` use:
+
+* **causal**: the window ``[t - L + 1, t]`` (fewer steps at the start), real steps first and
+  right padding as in training; the record is ready as soon as step ``t`` is, and never depends
+  on later media.
+* **centred** (default): the window of ``L`` steps starting at ``t - (L - 1) // 2`` (shifted to
+  stay inside the stream), so the record waits for step ``t + L // 2`` (for the first steps:
+  step ``L - 1``) or the end of the stream. This is the window ``Predictor.predict`` scores
+  step ``t`` in, so for a file the records equal ``avar predict``'s whatever its length.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from avar.features import Extractor
+from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps
+from avar.serve.predict import StepRecord, step_record
+from avar.serve.events import Event, EventConfig, EventDetector, save_thumbnail
+from avar.serve.store import EventStore, write_jsonl
+from avar.runs import load_run
+from avar.training.run import FeatureRun
+from avar.training.sequences import causal_start, centred_start, pad_windows
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.5
+"""Seconds before the first reconnection attempt; doubled after each failed one."""
+BACKOFF_MAX = 8.0
+"""Seconds; the back-off stops doubling here."""
+
+class Watcher:
+    """A trained run applied to live media: step records as they become known, events as they close.
+
+    ``events`` turns records into events (default ``EventConfig()``); closed events are added to
+    ``store`` and/or appended to ``jsonl``, with a JPEG of the peak step's frame in
+    ``thumbnails`` when given (the frame must still be among the last ``ring`` steps).
+    A dropped stream is reopened with ``opener`` after 0.5, 1, 2, 4, 8, 8... seconds, at most
+    ``max_retries`` times in a row; the hole is recorded as a gap of the source.
+
+    ``run`` is a run directory or a loaded ``Run``; its extractors are built under ``runtime``
+    (see ``avar.features.runtime``) unless ``extractors`` (video, audio) are given. Decoding
+    runs in its own thread; the backbones take whatever steps are ready, up to ``batch``.
+    """
+
+    def __init__(
+        self,
+        run: FeatureRun | Path | str,
+        *,
+        causal: bool = False,
+        events: EventConfig | None = None,
+        store: EventStore | None = None,
+        jsonl: Path | None = None,
+        thumbnails: Path | None = None,
+        max_retries: int = 5,
+        opener: Opener = av.open,
+        ring: int = 64,
+        device: str = "cpu",
+        runtime: str = "auto",
+        batch: int = 8,
+        extractors: tuple[Extractor, Extractor] | None = None,
+    ):
+        self.run = run if isinstance(run, FeatureRun) else load_run(run)
+        self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
+        self.batch = batch
+        self.stats = WatchStats()
+        """Time per stage and per-step latency, accumulated over everything watched."""
+        self.causal = causal
+        self.events_config = events or EventConfig()
+        self.store, self.jsonl, self.thumbnails = store, jsonl, thumbnails
+        self.max_retries, self.opener, self.ring = max_retries, opener, ring
+        self.events: list[Event] = []
+        """Every event closed so far, across sources."""
+        self.failures: list[dict] = []
+        """``{"source", "reason"}`` for each source that failed to decode."""
+
+    def watch(self, source: str | Path, *, realtime: bool = False, reconnect: bool | None = None) -> Iterator[StepRecord]:
+        """Step records of ``source`` in time order (a folder: each media file in name order).
+
+        ``realtime`` paces the source at its own speed (for files; live sources pace
+        themselves). ``reconnect`` (default: for anything that is not a local file) reopens
+        a dropped stream. A folder's file that fails is warned about, listed in ``failures``
+        and the store's sources (kind ``"error"``), and the next file goes on. Failures and
+        reconnections are logged (``logging``, logger ``avar.serve.watch``).
+        """
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+            if not files:
+                raise FileNotFoundError(f"{path}: no media files (extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})")
+            for f in files:
+                try:
+                    yield from self._watch_one(str(f), realtime, bool(reconnect))
+                except MediaError as exc:
+                    self._fail(str(f), exc.reason)
+            return
+        is_file = path.is_file()
+        try:
+            yield from self._watch_one(str(source), realtime, (not is_file) if reconnect is None else reconnect)
+        except MediaError as exc:
+            self._fail(str(source), exc.reason)
+            raise
+
+    def _fail(self, uri: str, reason: str) -> None:
+        log.warning("%s: %s; skipped", uri, reason)
+        self.failures.append({"source": uri, "reason": reason})
+        if self.store is not None:
+            self.store.add_source(uri, "error")
+
+    def _watch_one(self, uri: str, realtime: bool, reconnect: bool) -> Iterator[StepRecord]:
+        detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
+        frames: collections.deque = collections.deque(maxlen=self.ring)
+        registered = False
+        offset = 0.0  # seconds added to the current connection's times (after reconnections)
+        last_end: float | None = None
+        dropped_at: float | None = None  # wall clock of the last drop
+        retries = 0
+        while True:
+            window = _Window(self)
+            try:
+                steps = iter_steps(uri, self.run.step, getattr(self.video, "input_size", None), opener=self.opener)
+                for group in _Prefetch(steps, realtime, self.stats, depth=2 * self.batch).batches(self.batch):
+                    for media, _ in group:
+                        if dropped_at is not None:
+                            # The hole lasts as long as the outage in wall-clock seconds (to the
+                            # ms, like record times).
+                            offset = round(last_end + (time.monotonic() - dropped_at) - media.time, 3)
+                            if self.store is not None:
+                                self.store.record_gap(uri, last_end, round(media.time + offset, 6))
+                            dropped_at, retries = None, 0
+                        if not registered and self.store is not None:
+                            self.store.add_source(uri, "file" if Path(uri).is_file() else "stream")
+                        registered = True
+                        last_end = media.end + offset
+                    if offset:
+                        group = [(replace(m, time=round(m.time + offset, 6), end=round(m.end + offset, 6)), ready)
+                                 for m, ready in group]
+                    frames.extend((m.time, m.frame) for m, _ in group)
+                    for record in window.push(group):
+                        yield self._emit(record, detector, frames)
+                for record in window.finish():
+                    yield self._emit(record, detector, frames)
+                break
+            except MediaError as exc:
+                for record in window.finish():
+                    yield self._emit(record, detector, frames)
+                if not reconnect or retries >= self.max_retries:
+                    self._close(detector.flush(), frames)
+                    raise
+                delay = min(BACKOFF_START * 2**retries, BACKOFF_MAX)
+                retries += 1
+                log.warning("%s: %s; reconnecting in %gs (attempt %d/%d)", uri, exc.reason, delay, retries,
+                            self.max_retries)
+                if dropped_at is None:
+                    dropped_at = time.monotonic()
+                if last_end is None:
+                    last_end = offset
+                time.sleep(delay)
+        self._close(detector.flush(), frames)
+
+    def features(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both backbones on a batch of steps, timed into ``stats``.
+
+        One after the other, each with all intra-op threads: running them at the same time on
+        one thread each was no faster on 2 cores (``benchmarks/realtime.py``).
+        """
+        t0 = time.perf_counter()
+        video = self.video(frames)
+        t1 = time.perf_counter()
+        sound = self.audio(audio)
+        self.stats.video_s += t1 - t0
+        self.stats.audio_s += time.perf_counter() - t1
+        return video, sound
+
+    def _emit(self, record: StepRecord, detector: EventDetector, frames) -> StepRecord:
+        self._close(detector.push(record), frames)
+        return record
+
+    def _close(self, events: list[Event], frames) -> None:
+        if not events:
+            return
+        if self.thumbnails is not None:
+            shown = dict(frames)
+            for e in events:
+                if e.peak_time in shown:
+                    name = f"{Path(e.source).stem}_{e.start:09.3f}_{e.label}.jpg"
+                    e.thumbnail = str(save_thumbnail(shown[e.peak_time], Path(self.thumbnails) / name))
+        if self.store is not None:
+            self.store.add_events(events)
+        if self.jsonl is not None:
+            write_jsonl(events, self.jsonl)
+        self.events.extend(events)
+
+
+class _Window:
+    """The features of one connection's steps so far, and the records not yet emitted."""
+
+    def __init__(self, watcher: Watcher):
+        self.w = watcher
+        self.run = watcher.run
+        self.video: list[np.ndarray] = []
+        self.audio: list[np.ndarray] = []
+        self.spans: list[tuple[float, float]] = []
+        self.ready: list[float] = []  # perf_counter() when each step's media was complete
+        self.first = 0  # global index of self.video[0]; older features are dropped
+        self.next = 0  # next step to emit
+
+    def push(self, group: list[tuple[StepMedia, float]]) -> list[StepRecord]:
+        """Add a batch of steps (media, time complete); return the records now decidable."""
+        video, audio = self.w.features(np.stack([m.frame for m, _ in group]), np.stack([m.audio for m, _ in group]))
+        v, a = self.run.normalise(video, audio)
+        self.video.extend(v)
+        self.audio.extend(a)
+        self.spans.extend((m.time, m.end) for m, _ in group)
+        self.ready.extend(ready for _, ready in group)
+        n, L = self.first + len(self.video), self.run.seq_len
+        windows = []
+        while self.next < n:
+            t = self.next
+            if self.w.causal:
+                start, stop = causal_start(t, L), t + 1
+            else:
+                # the window centred on t once it is complete; it never moves again
+                start = centred_start(t, t + L, L)
+                stop = start + L
+                if stop > n:
+                    break
+            windows.append((t, start, stop))
+            self.next += 1
+        out = self._records(windows)
+        self._trim()
+        return out
+
+    def finish(self) -> list[StepRecord]:
+        n, L = self.first + len(self.video), self.run.seq_len
+        windows = []
+        for t in range(self.next, n):
+            start = centred_start(t, n, L)
+            windows.append((t, start, min(n, start + L)))
+        self.next = n
+        return self._records(windows)
+
+    def _trim(self) -> None:
+        # Keep what the pending records' windows may still need.
+        keep_from = max(0, self.next - self.run.seq_len)
+        drop = keep_from - self.first
+        if drop > 0:
+            del self.video[:drop], self.audio[:drop], self.spans[:drop], self.ready[:drop]
+            self.first = keep_from
+
+    def _records(self, windows: list[tuple[int, int, int]]) -> list[StepRecord]:
+        """One record per ``(step, window start, window stop)``, the windows in one head batch."""
+        if not windows:
+            return []
+        t0 = time.perf_counter()
+        (video, audio), mask = pad_windows([self.video, self.audio], [(start, stop) for _, start, stop in windows],
+                                           self.run.seq_len, offset=self.first)
+        probs = self.run.window_probabilities(video, audio, mask)
+        probs = probs[np.arange(len(windows)), [t - start for t, start, _ in windows]]
+        now = time.perf_counter()
+        stats = self.w.stats
+        stats.head_s += now - t0
+        records = []
+        for (t, _, _), p in zip(windows, probs):
+            time_, end = self.spans[t - self.first]
+            stats.latencies.append(now - self.ready[t - self.first])
+            records.append(step_record(self.run, time_, end, p))
+        stats.steps += len(records)
+        return records
+
+
+@dataclass
+class WatchStats:
+    """Where a watcher's time went, summed over every step so far (seconds).
+
+    Stages overlap (decoding runs in its own thread), so their sum may exceed the wall time.
+    ``latencies`` holds, per record, the seconds from its step's media being complete (the
+    decoder handing it over) to the record being emitted.
+    """
+
+    steps: int = 0
+    decode_s: float = 0.0
+    video_s: float = 0.0
+    audio_s: float = 0.0
+    head_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+_END = object()
+
+
+class _Prefetch:
+    """Decodes ``steps`` in a thread, ``depth`` steps ahead, so decoding and inference overlap.
+
+    Items are ``(media, ready)`` with ``ready`` the ``perf_counter()`` at which the step's media
+    was complete. ``realtime`` holds each step back until its end on the source's clock, as a
+    live source would deliver it. PyAV and the backbones release the GIL, so the thread runs
+    in parallel with them.
+    """
+
+    def __init__(self, steps: Iterator[StepMedia], realtime: bool, stats: WatchStats, depth: int = 32):
+        self.steps, self.realtime, self.stats = steps, realtime, stats
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="avar-decode", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        t0 = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                began = time.perf_counter()
+                media = next(self.steps, None)
+                if media is None:
+                    break
+                self.stats.decode_s += time.perf_counter() - began
+                if self.realtime:
+                    time.sleep(max(0.0, media.end - (time.monotonic() - t0)))
+                if not self._put((media, time.perf_counter())):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it in order
+            self._put(exc)
+        finally:
+            close = getattr(self.steps, "close", None)  # a generator: close its media now
+            if close is not None:
+                close()
+
+    def batches(self, size: int) -> Iterator[list[tuple[StepMedia, float]]]:
+        """Groups of what the decoder has ready, up to ``size`` steps, never waiting for more.
+
+        A live source delivers a step at a time, so its batches stay at one step and its
+        latency low; a file decoded faster than the backbones run fills whole batches. A
+        decoding error is raised after the steps decoded before it.
+        """
+        try:
+            while True:
+                item, group = self.q.get(), []
+                while item is not _END and not isinstance(item, BaseException):
+                    group.append(item)
+                    if len(group) >= size:
+                        break
+                    try:
+                        item = self.q.get_nowait()
+                    except queue.Empty:
+                        break
+                if group:
+                    yield group
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+        finally:
+            self.stop.set()
+            # A live source may block inside the decoder; the thread is a daemon and ends with it.
+            self.thread.join(timeout=1.0)
