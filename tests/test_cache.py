@@ -1,6 +1,7 @@
 """The feature cache: bad files in a batch, atomic writes and resume after a kill."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -26,11 +27,16 @@ def make_dataset(root, n_per_class=2, seconds=2.0):
     return root
 
 
-def test_batch_survives_a_corrupt_file(tmp_path, extractors):
+def test_batch_survives_a_corrupt_file(tmp_path, extractors, caplog):
     data = make_dataset(tmp_path / "data")
     (data / "siren" / "broken.mp4").write_bytes(b"\x00garbage" * 50)
     entries = discover(data, test_fraction=0.0, val_fraction=0.0)
-    summary = extract_dataset(entries, tmp_path / "feat", *extractors, progress=False)
+    with caplog.at_level(logging.INFO, logger="avar.features.cache"):
+        summary = extract_dataset(entries, tmp_path / "feat", *extractors, progress=False)
+    # The long-running command logs what it does and each failure as it happens.
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "avar.features.cache"]
+    assert logged[0] == ("INFO", f"5 clips to extract, 0 already done -> {tmp_path / 'feat'}")
+    assert [m for level, m in logged if level == "ERROR"] == [f"{data / 'siren' / 'broken.mp4'}: {summary.failures[0]['reason']}"]
     assert summary.done == 4
     assert [f["path"] for f in summary.failures] == [str(data / "siren" / "broken.mp4")]
     assert "corrupt" in summary.failures[0]["reason"] or "cannot open" in summary.failures[0]["reason"]

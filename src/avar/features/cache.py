@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -35,6 +36,8 @@ from avar.media.decode import ClipSteps, MediaError, decode_steps
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
 BATCH = 32
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,6 +195,7 @@ def extract_dataset(
     # Decode the next clip in a thread while the backbones run on this one.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = [pool.submit(decode, e) for e in todo[:2]]
+        log.info("%d clips to extract, %d already done -> %s", len(todo), skipped, out_dir)
         bar = tqdm(total=len(todo), desc="extract", unit="clip", disable=not progress)
         for i, entry in enumerate(todo):
             result, notes = pending[i].result()
@@ -200,9 +204,10 @@ def extract_dataset(
             pending[i] = None
             if isinstance(result, MediaError):
                 failures.append({"path": str(entry.path), "reason": result.reason})
+                log.error("%s: %s", entry.path, result.reason)
             else:
                 for note in notes:
-                    tqdm.write(f"warning: {note}")
+                    log.warning("%s", note)
                 v, a = features_from_steps(result, video, audio)
                 records[entry.clip_id] = _save_clip(
                     _clip_file(out_dir, entry.clip_id), _clip_record(entry, result), v, a, result.times

@@ -709,7 +709,7 @@ def synthesize(
     out_dir: Path,
     *,
     seed: int = 0,
-    clips_per_class: int = 20,
+    clips_per_class: int = 24,
     seconds: float | None = None,
     size: tuple[int, int] = (320, 240),
     fps: float = 12.5,

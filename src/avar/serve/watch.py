@@ -128,6 +128,8 @@ class Watcher:
             self.store.add_source(uri, "error")
 
     def _watch_one(self, uri: str, realtime: bool, reconnect: bool) -> Iterator[StepRecord]:
+        log.info("%s: watching with a %s run (%s), %s windows of %d steps", uri, self.run.method, self.run.learning,
+                 "causal" if self.causal else "centred", self.run.seq_len)
         detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
         frames: collections.deque = collections.deque(maxlen=self.ring)
         registered = False

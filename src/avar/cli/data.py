@@ -1,0 +1,125 @@
+"""``avar`` commands: preparing data: the synthetic benchmark, feature extraction, XD-Violence's lists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from avar.cli.common import RUNTIME_HELP, default_of, print_json, runtime_choices
+
+
+def cmd_synth(args) -> int:
+    from avar.media.synth import synthesize
+
+    summary = synthesize(Path(args.out_dir), seed=args.seed, clips_per_class=args.clips_per_class,
+                         seconds=args.seconds, progress=not args.quiet, weak=args.weak,
+                         normal_clips=args.normal_clips)
+    print(f"wrote {summary.n_clips} clips of {len(summary.classes)} classes to {summary.out_dir}")
+    return 0
+
+
+def cmd_extractors(args) -> int:
+    from avar.features import extractor_infos
+
+    infos = extractor_infos()
+    if args.json:
+        print_json([info.__dict__ for info in infos])
+        return 0
+    print(f"{'name':20} {'modality':8} {'dim':>5}  {'offline':7}  source / preprocessing")
+    for i in infos:
+        print(f"{i.name:20} {i.modality:8} {i.dim:>5}  {'yes' if i.offline else 'no':7}  {i.source}\n{'':46}{i.preprocessing}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from avar.datasets.folders import discover
+    from avar.features import build_extractor
+    from avar.features.cache import extract_dataset, summary_dict
+
+    entries = discover(args.data_dir, seed=args.seed, splits_csv=args.splits)
+    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
+    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    summary = extract_dataset(entries, args.out, video, audio, step=args.step,
+                              video_weights=args.video_weights, audio_weights=args.audio_weights,
+                              progress=not args.quiet)
+    if args.json:
+        print_json(summary_dict(summary))
+    else:
+        print(f"{summary.done} clips extracted, {summary.skipped} already done, {len(summary.failures)} failed -> {summary.out_dir}")
+        for failure in summary.failures:
+            print(f"  failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if summary.failures else 0
+
+
+def cmd_xd_violence(args) -> int:
+    """``avar xd-violence LISTS_DIR --out DIR``: import the published features, or list the videos for extract."""
+    from avar.datasets.xd_violence import XDViolence, import_features, write_splits_csv
+
+    xd = XDViolence.load(args.lists_dir)
+    if args.videos:
+        path, missing = write_splits_csv(xd, args.videos, Path(args.out) / "splits.csv", val_fraction=args.val_fraction,
+                                         seed=args.seed)
+        info = {"splits_csv": str(path), "videos": len(xd.videos) - len(missing), "missing": len(missing),
+                "next": f"avar extract {args.videos} --splits {path} --out FEATURES_DIR --step {16 / 24!r}"}
+    else:
+        if not args.rgb:
+            raise ValueError("avar xd-violence needs --rgb DIR (the I3D <name>__<crop>.npy files) or --videos DIR")
+        summary = import_features(xd, args.rgb, args.audio, args.out, crops=args.crops, val_fraction=args.val_fraction,
+                                  seed=args.seed, progress=not args.quiet)
+        info = {"features_dir": str(args.out), "clips": summary.clips, "missing_rgb": len(summary.missing_rgb),
+                "missing_audio": len(summary.missing_audio)}
+    info["counts"] = xd.counts()
+    if args.json:
+        print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def add_commands(command) -> None:
+    """Add this group's subcommands; ``command(name, func, help)`` makes one."""
+    from avar.datasets.folders import discover
+    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+    from avar.features.cache import extract_dataset
+    from avar.media.synth import synthesize
+
+    RUNTIME_CHOICES = runtime_choices()
+    p = command("synth", cmd_synth, "write the built-in synthetic audio-visual benchmark (MP4 files)")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=default_of(synthesize, "seed"))
+    p.add_argument("--clips-per-class", type=int, default=default_of(synthesize, "clips_per_class"))
+    p.add_argument("--seconds", type=float, help="clip length (default 8, or 30 with --weak)")
+    p.add_argument("--weak", action="store_true", help="weakly labelled variant: long clips, the anomaly in 10-30%% of "
+                   "each, as many normal clips as anomalous ones; intervals in metadata.json")
+    p.add_argument("--normal-clips", type=int, help="--weak: number of normal clips (default: all anomalous clips together)")
+
+    p = command("extractors", cmd_extractors, "list feature extractors")
+    p.add_argument("--json", action="store_true")
+
+    p = command("extract", cmd_extract, "decode media and cache per-step features")
+    p.add_argument("data_dir", help="DATA_DIR/<class>/<clip>.<ext>, optionally with splits.csv")
+    p.add_argument("--out", required=True, help="FEATURES_DIR")
+    p.add_argument("--video", default=DEFAULT_VIDEO, help=f"video extractor (default {DEFAULT_VIDEO})")
+    p.add_argument("--audio", default=DEFAULT_AUDIO, help=f"audio extractor (default {DEFAULT_AUDIO})")
+    p.add_argument("--video-weights", help="local directory or Hugging Face id of the video weights")
+    p.add_argument("--audio-weights", help="local directory or Hugging Face id of the audio weights")
+    step = default_of(extract_dataset, "step")
+    p.add_argument("--step", type=float, default=step, help=f"seconds per time step (default {step:g})")
+    p.add_argument("--seed", type=int, default=default_of(discover, "seed"), help="seed of the stratified split")
+    p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--json", action="store_true")
+
+    p = command("xd-violence", cmd_xd_violence, "import XD-Violence's published I3D/VGGish features into a feature "
+                "cache (test clips carry their frame truth), or write a splits.csv to extract its videos")
+    p.add_argument("lists_dir", help="folder with train_videos.txt, test_videos.txt and annotations.txt")
+    p.add_argument("--out", required=True, help="FEATURES_DIR to write (or, with --videos, where splits.csv goes)")
+    p.add_argument("--rgb", action="append", help="folder of <name>__<crop>.npy I3D files (repeatable: train, test)")
+    p.add_argument("--audio", action="append", help="folder of <name>__vggish.npy files (repeatable); none: zero audio")
+    p.add_argument("--videos", help="folder of the videos themselves: write OUT/splits.csv for `avar extract`")
+    p.add_argument("--crops", default="mean", help="training videos: mean (average the 5 crops, default), all "
+                                                   "(one clip per crop) or a crop number 0-4; test videos: mean")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training list kept for validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")

@@ -1,0 +1,192 @@
+"""``avar`` commands: using a trained run of any method: files, streams, events, timing, ONNX export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from avar.cli.common import RUNTIME_HELP, default_of, print_json, runtime_choices
+
+
+def cmd_predict(args) -> int:
+    from avar.serve.predict import predict_files
+
+    predictions, failures = predict_files(args.run_dir, args.media, args.out, progress=not args.quiet,
+                                          runtime=args.runtime)
+    if args.json:
+        for p in predictions:
+            print(json.dumps(p.to_dict()))
+    else:
+        for p in predictions:
+            peak = max(p.steps, key=lambda s: s.anomaly_score)
+            print(f"{p.path}: {p.clip_class} (p={p.clip_probabilities[p.clip_class]:.2f}); "
+                  f"peak anomaly score {peak.anomaly_score:.2f} at {peak.time:.0f}-{peak.end:.0f} s ({peak.predicted})")
+            for s in p.steps:
+                print(f"  {s.time:7.1f}-{s.end:<7.1f} {s.predicted:16} anomaly {s.anomaly_score:.2f}")
+        if args.out:
+            print(f"step records and plots in {args.out}")
+    for failure in failures:
+        print(f"failed: {failure['path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_watch(args) -> int:
+    from avar.serve.events import EventConfig
+    from avar.serve.store import EventStore
+    from avar.serve.watch import Watcher
+    from avar.runs import load_run
+
+    run = load_run(args.run_dir)
+    thresholds = dict(item.split("=", 1) for item in args.class_threshold)
+    given = {"threshold": args.threshold, "release": args.release, "min_duration": args.min_duration}
+    config = EventConfig(**{**run.extra.get("thresholds", {}), **{k: v for k, v in given.items() if v is not None}},
+                         class_thresholds={k: float(v) for k, v in thresholds.items()})
+    store = EventStore(args.db) if args.db else None
+    try:
+        watcher = Watcher(run, causal=args.causal, events=config, store=store,
+                          jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch)
+        for record in watcher.watch(args.source, realtime=args.realtime):
+            if args.json:
+                print(json.dumps(record.__dict__), flush=True)
+            elif not args.quiet:
+                print(f"{record.time:9.1f}-{record.end:<9.1f} {record.predicted:16} anomaly {record.anomaly_score:.2f}", flush=True)
+    finally:
+        if store is not None:
+            store.close()
+    if not args.json:
+        for e in watcher.events:
+            print(f"event {e.label} {e.start:.1f}-{e.end:.1f} s peak {e.peak_score:.2f} ({e.source})")
+    for failure in watcher.failures:
+        print(f"failed: {failure['source']}: {failure['reason']}", file=sys.stderr)
+    return 1 if watcher.failures else 0
+
+
+def cmd_events(args) -> int:
+    """``avar events DB``: list stored events as a table, or JSON lines with ``--json``."""
+    from avar.serve.store import EventStore
+
+    with EventStore(args.db, create=False) as store:
+        rows = store.query(label=args.label, source=args.source, since=args.since, until=args.until,
+                           min_score=args.min_score, limit=args.limit)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, allow_nan=False))
+        return 0
+    if not rows:
+        print(f"no events in {args.db} match")
+        return 0
+    print(f"{'id':>5} {'start':>9} {'end':>9} {'label':16} {'peak':>5} {'at':>9}  source")
+    for r in rows:
+        print(f"{r['id']:>5} {r['start']:>9.2f} {r['end']:>9.2f} {r['label']:16} {r['peak_score']:>5.2f} "
+              f"{r['peak_time']:>9.2f}  {r['source']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from avar.serve.bench import run_bench
+
+    result = run_bench(args.run, args.media, video=args.video, audio=args.audio, random_weights=args.random_weights,
+                       runtime=args.runtime, batch=args.batch, causal=not args.centred)
+    if args.json:
+        print_json(result)
+        return 0
+    b = result["backbones"]
+    print(f"media      {result['media']} ({result['steps']} steps of {result['step_s']:g} s)")
+    print(f"backbones  video {b['video']['name']} [{b['video']['runtime']}], audio {b['audio']['name']} "
+          f"[{b['audio']['runtime']}], head {result['head']}, {result['threads']} threads")
+    print(f"throughput {result['steps_per_second']:.2f} steps/s ({result['realtime_factor']:.1f}x real time)")
+    print(f"latency    p50 {result['latency_p50_ms']:.0f} ms, p95 {result['latency_p95_ms']:.0f} ms (live pacing)")
+    print(f"per step   decode {result['decode_ms_per_step']:.1f} ms, video {result['video_ms_per_step']:.1f} ms, "
+          f"audio {result['audio_ms_per_step']:.1f} ms, head {result['head_ms_per_step']:.1f} ms (stages overlap)")
+    print(f"memory     peak {result['peak_rss_mb']:.0f} MB resident")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from avar.features import build_extractor
+    from avar.runs import load_run
+
+    if args.run:
+        backbones = load_run(args.run).build_extractors(runtime="torch")
+    else:
+        backbones = [build_extractor(name, weights) for name, weights in
+                     ((args.video, args.video_weights), (args.audio, args.audio_weights)) if name]
+    if not backbones:
+        raise ValueError("nothing to export: pass --run RUN_DIR or --video/--audio NAME")
+    for backbone in backbones:
+        if not hasattr(backbone, "export_onnx"):
+            print(f"{backbone.name}: plain numpy, nothing to export")
+            continue
+        path = backbone.onnx_path(Path(args.out) if args.out else None)
+        if path.is_file() and not args.force:
+            print(f"{backbone.name}: {path} (already exported)")
+            continue
+        backbone.export_onnx(path)
+        print(f"{backbone.name}: {path}")
+    return 0
+
+
+def add_commands(command) -> None:
+    """Add this group's subcommands; ``command(name, func, help)`` makes one."""
+    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+    from avar.serve.bench import run_bench
+    from avar.serve.watch import Watcher
+
+    RUNTIME_CHOICES = runtime_choices()
+    p = command("predict", cmd_predict, "per-step classes and anomaly scores of media files")
+    p.add_argument("run_dir")
+    p.add_argument("media", nargs="+")
+    p.add_argument("--out", help="write <stem>.jsonl, <stem>.png and predictions.json here")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
+
+    p = command("watch", cmd_watch, "stream a file, folder, URL or device through a run: a record per step, events")
+    p.add_argument("run_dir")
+    p.add_argument("source", help="media file, folder of files, rtsp://... / http://... URL, or device")
+    p.add_argument("--causal", action="store_true", help="use only past steps (record as soon as a step ends)")
+    p.add_argument("--realtime", action="store_true", help="pace files at their own speed")
+    p.add_argument("--db", help="SQLite event store to write events and sources to")
+    p.add_argument("--jsonl", help="append events to this JSON-lines file")
+    p.add_argument("--thumbnails", help="directory for event thumbnails (JPEG)")
+    p.add_argument("--threshold", type=float, help="anomaly score that opens an event (default: the run's, else "
+                   "0.5; an autoencoder run's is 0.99, reached by 1%% of normal steps)")
+    p.add_argument("--release", type=float, help="score below which an event closes (default: the run's, else 0.4)")
+    p.add_argument("--min-duration", type=float, help="seconds; shorter events are dropped (default 1)")
+    p.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=P",
+                   help="per-class opening threshold on that class's probability (repeatable)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    batch = default_of(Watcher, "batch")
+    p.add_argument("--batch", type=int, default=batch,
+                   help=f"most steps per backbone call when decoding runs ahead (default {batch})")
+    p.add_argument("--json", action="store_true", help="one JSON step record per line")
+
+    p = command("events", cmd_events, "list anomaly events kept in an event store")
+    p.add_argument("db", help="the event store (SQLite file)")
+    p.add_argument("--label", help="only this anomaly class")
+    p.add_argument("--source", help="only this source URI")
+    p.add_argument("--since", type=float, help="only events starting at or after SECONDS")
+    p.add_argument("--until", type=float, help="only events starting before SECONDS")
+    p.add_argument("--min-score", type=float, help="only events whose peak score is at least X")
+    p.add_argument("--limit", type=int, help="at most N events")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    p = command("bench", cmd_bench, "throughput, latency and memory of the streaming pipeline on this machine (paper Table 4)")
+    p.add_argument("--run", help="RUN_DIR to time (default: a random head of the default shape)")
+    p.add_argument("--media", help="media file (default: the standard clip, 60 s 1280x720 25 fps H.264 + AAC 48 kHz)")
+    p.add_argument("--video", help=f"video backbone when no --run is given (default {DEFAULT_VIDEO})")
+    p.add_argument("--audio", help=f"audio backbone when no --run is given (default {DEFAULT_AUDIO})")
+    p.add_argument("--random-weights", action="store_true", help="build the backbones untrained (timing needs no weights)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--batch", type=int, default=default_of(run_bench, "batch"))
+    p.add_argument("--centred", action="store_true", help="centred windows instead of causal ones")
+    p.add_argument("--json", action="store_true")
+
+    p = command("export", cmd_export, "export backbones to ONNX, cached next to their weights (used by --runtime onnx/auto)")
+    p.add_argument("--run", help="export the backbones of this RUN_DIR")
+    p.add_argument("--video", help="a video backbone to export")
+    p.add_argument("--audio", help="an audio backbone to export")
+    p.add_argument("--video-weights")
+    p.add_argument("--audio-weights")
+    p.add_argument("--out", help="folder for the ONNX files (default: next to the weights, else ~/.cache/avar/onnx)")
+    p.add_argument("--force", action="store_true", help="export again even if the file exists")
