@@ -116,8 +116,8 @@ def test_split_is_stratified_seeded_and_csv_overrides(tmp_path):
 
     (tmp_path / "splits.csv").write_text("path,label,split\nnormal/c0.mp4,normal,test\ncrash/c1.mp4,crash,train\n")
     assert discover(tmp_path) == [
-        ClipEntry("crash__c1", tmp_path / "crash/c1.mp4", "crash", "train"),
-        ClipEntry("normal__c0", tmp_path / "normal/c0.mp4", "normal", "test"),
+        ClipEntry("crash__c1.mp4", tmp_path / "crash/c1.mp4", "crash", "train"),
+        ClipEntry("normal__c0.mp4", tmp_path / "normal/c0.mp4", "normal", "test"),
     ]
     (tmp_path / "splits.csv").write_text("path,label,split\nnormal/c0.mp4,normal,holdout\n")
     with pytest.raises(ValueError, match="holdout"):

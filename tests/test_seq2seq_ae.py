@@ -349,8 +349,8 @@ def test_class_folder_videos_train_on_normal_clips_and_read_intervals_and_sound(
 
     dataset = open_frame_dataset(data)
     assert dataset.layout == "class-folders" and dataset.audio_pairing.startswith("embedded")
-    assert [v.video_id for v in dataset.split("train")] == ["normal__a", "normal__b"]
-    loaded = load_video(next(v for v in dataset.split("test") if v.video_id == "fight__d"), 16, audio_rate=22_050)
+    assert [v.video_id for v in dataset.split("train")] == ["normal__a.mp4", "normal__b.mp4"]
+    loaded = load_video(next(v for v in dataset.split("test") if v.video_id == "fight__d.mp4"), 16, audio_rate=22_050)
     assert loaded.frames.shape == (20, 16, 16) and loaded.fps == pytest.approx(10)
     assert np.flatnonzero(loaded.labels).tolist() == list(range(10, 20))
     assert abs(len(loaded.audio) - 2 * 22_050) < 2_000

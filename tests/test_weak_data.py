@@ -50,8 +50,8 @@ def test_weak_synth_extract_train_evaluate_commands(tmp_path, capsys):
     capsys.readouterr()
     truths = clip_truths(FeatureSet.open(features).clips)  # found through the media's metadata.json
     interval = next(c["interval"] for c in meta["clips"] if c["path"] == "pain/pain_000.mp4")
-    assert truths["pain__pain_000"] == FrameTruth.from_seconds([interval], meta["fps"])
-    assert truths["normal__normal_000"].ranges == ()
+    assert truths["pain__pain_000.mp4"] == FrameTruth.from_seconds([interval], meta["fps"])
+    assert truths["normal__normal_000.mp4"].ranges == ()
     run = tmp_path / "run"
     assert main(["train", str(features), "--method", "avaca", "--out", str(run), "--epochs", "2", "-q"]) == 0
     capsys.readouterr()
@@ -85,7 +85,7 @@ def test_scene_folders_and_their_clips(tmp_path):
     scenes = scene_folders(tmp_path)
     assert list(scenes) == ["mgarr", "zejtun_field"]
     entries = scene_entries(scenes["mgarr"])
-    assert sorted((e.clip_id, e.label) for e in entries) == [("bus__clip_0", "bus"), ("normal__clip_0", "normal")]
+    assert sorted((e.clip_id, e.label) for e in entries) == [("bus__clip_0.mp4", "bus"), ("normal__clip_0.mp4", "normal")]
 
 
 def _scene(root, seed: int) -> FeatureSet:

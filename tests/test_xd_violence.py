@@ -237,8 +237,8 @@ def test_annotations_file_formats(tmp_path):
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps({"fps": 10.0, "clips": [{"path": "pain/pain_000.mp4", "interval": [1.0, 2.05]},
                                                       {"path": "normal/normal_000.mp4", "interval": None}]}))
-    assert read_annotations_file(meta) == {"pain__pain_000": FrameTruth(10.0, ((10, 21),)),
-                                           "normal__normal_000": FrameTruth(10.0, ())}
+    assert read_annotations_file(meta) == {"pain__pain_000.mp4": FrameTruth(10.0, ((10, 21),)),
+                                           "normal__normal_000.mp4": FrameTruth(10.0, ())}
     records = [{"clip_id": "test__a__#1_label_G-0-0", "path": ""}, {"clip_id": "other", "path": ""}]
     truths = clip_truths(records, text)
     assert truths["test__a__#1_label_G-0-0"] == FrameTruth(24.0, ((3, 6),)) and truths["other"] is None

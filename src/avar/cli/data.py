@@ -32,16 +32,16 @@ def cmd_extractors(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from avar.datasets.folders import discover
+    from avar.datasets.folders import scan
     from avar.features import build_extractor
     from avar.features.cache import extract_dataset, summary_dict
 
-    entries = discover(args.data_dir, seed=args.seed, splits_csv=args.splits)
+    listing = scan(args.data_dir, seed=args.seed, splits_csv=args.splits)
     video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
     audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
-    summary = extract_dataset(entries, args.out, video, audio, step=args.step,
+    summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
                               video_weights=args.video_weights, audio_weights=args.audio_weights,
-                              progress=not args.quiet)
+                              progress=not args.quiet, unlisted=listing.skipped)
     if args.json:
         print_json(summary_dict(summary))
     else:
@@ -79,7 +79,7 @@ def cmd_xd_violence(args) -> int:
 
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
-    from avar.datasets.folders import discover
+    from avar.datasets.folders import scan
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
     from avar.features.cache import extract_dataset
     from avar.media.synth import synthesize
@@ -106,7 +106,7 @@ def add_commands(command) -> None:
     p.add_argument("--audio-weights", help="local directory or Hugging Face id of the audio weights")
     step = default_of(extract_dataset, "step")
     p.add_argument("--step", type=float, default=step, help=f"seconds per time step (default {step:g})")
-    p.add_argument("--seed", type=int, default=default_of(discover, "seed"), help="seed of the stratified split")
+    p.add_argument("--seed", type=int, default=default_of(scan, "seed"), help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--json", action="store_true")

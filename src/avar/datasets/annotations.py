@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avar.datasets.folders import clip_id_for
+from avar.datasets.folders import clip_id_for, clip_path_of
 from avar.media.decode import MEDIA_EXTENSIONS
 
 SYNTH_GENERATOR = "avar.media.synth"
@@ -126,7 +126,12 @@ def read_annotations_file(path: Path | str) -> dict[str, FrameTruth]:
 def _match(clip_id: str, table: dict[str, FrameTruth]) -> FrameTruth | None:
     if clip_id in table:
         return table[clip_id]
-    # A video extracted from a sub-folder gets "<folder>__<name>" as its clip id.
+    # Annotations name videos without folder or extension; a clip id holds both.
+    name = clip_path_of(clip_id).name
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in MEDIA_EXTENSIONS else name
+    if stem in table:
+        return table[stem]
+    # Caches made before ids kept the extension: "<folder>__<name>".
     for name, truth in table.items():
         if clip_id.endswith("__" + name):
             return truth

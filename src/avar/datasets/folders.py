@@ -7,14 +7,19 @@
 from __future__ import annotations
 
 import csv
+import logging
+import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from avar.media.decode import MEDIA_EXTENSIONS
 
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,56 @@ class ClipEntry:
     split: str
 
 
-def clip_id_for(relative: Path) -> str:
-    return "__".join(relative.with_suffix("").parts)
+def clip_id_for(relative: Path | str) -> str:
+    """A clip's id from its path relative to the dataset folder: unique and reversible.
+
+    The parts are joined with ``__`` and the extension is kept, so ``normal/dup.mp4`` and
+    ``normal/dup.mkv``, or ``a__b/c.mp4`` and ``a/b__c.mp4``, stay two clips: inside a part,
+    ``%`` becomes ``%25`` and an ``_`` that would touch the separator (a second ``_`` in a row,
+    or one at either end) becomes ``%5F``. :func:`clip_path_of` reverses it. Paths that leave
+    the dataset folder (absolute, ``..``) are refused.
+    """
+    parts = PurePosixPath(Path(relative).as_posix()).parts
+    if not parts or Path(relative).is_absolute() or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{relative}: a clip path must be relative to the dataset folder and stay inside it "
+                         "(no absolute paths, no '..')")
+    return "__".join(_escape(part) for part in parts)
+
+
+def _escape(part: str) -> str:
+    text = part.replace("%", "%25")
+    return "".join("%5F" if ch == "_" and (i == 0 or i == len(text) - 1 or text[i - 1] == "_") else ch
+                   for i, ch in enumerate(text))
+
+
+def _unescape(part: str) -> str:
+    return re.sub(r"%(25|5F)", lambda m: "%" if m.group(1) == "25" else "_", part)
+
+
+def clip_path_of(clip_id: str) -> PurePosixPath:
+    """The relative path a :func:`clip_id_for` id was made from."""
+    return PurePosixPath(*(_unescape(part) for part in clip_id.split("__")))
+
+
+def check_label(label: str, where: str) -> str:
+    """A class name as it may appear in runs, file names and tables: a plain name, no path."""
+    if not label or label in (".", "..") or label != label.strip() or any(c in label for c in "/\\\0") \
+            or not label.isprintable():
+        raise ValueError(f"{where}: class label {label!r} is not a plain name (no '/', '\\', '..', control "
+                         "characters or surrounding spaces); rename it")
+    return label
+
+
+@dataclass
+class Listing:
+    """What a dataset folder holds: the clips, and every file or folder that is not one.
+
+    ``skipped`` rows are ``{"path", "reason"}``: unreadable folders and files, and files
+    that are not media; nothing in a class folder is ignored silently.
+    """
+
+    entries: list[ClipEntry]
+    skipped: list[dict]
 
 
 def discover(
@@ -39,19 +92,43 @@ def discover(
     test_fraction: float = 0.25,
     splits_csv: Path | str | None = None,
 ) -> list[ClipEntry]:
-    """List a dataset's clips with labels and splits, sorted by clip id."""
+    """List a dataset's clips with labels and splits, sorted by clip id (:func:`scan`'s
+    entries; what it skipped is logged)."""
+    listing = scan(data_dir, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, splits_csv=splits_csv)
+    for row in listing.skipped:
+        log.warning("%s: %s", row["path"], row["reason"])
+    return listing.entries
+
+
+def scan(
+    data_dir: Path | str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.25,
+    splits_csv: Path | str | None = None,
+) -> Listing:
+    """The clips of ``DATA_DIR/<class>/<clip>.<ext>`` (or of a ``splits.csv``) and what was skipped."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: not a directory; expected DATA_DIR/<class>/<clip>.mp4")
     csv_path = Path(splits_csv) if splits_csv else data_dir / "splits.csv"
     if csv_path.is_file():
-        return _from_csv(data_dir, csv_path)
+        return Listing(_from_csv(data_dir, csv_path), [])
 
+    skipped: list[dict] = []
     by_class: dict[str, list[Path]] = {}
-    for class_dir in sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
+    for class_dir in sorted(p for p in _listdir(data_dir, skipped) if p.is_dir() and not p.name.startswith(".")):
+        check_label(class_dir.name, str(class_dir))
+        files = []
+        for path in _walk(class_dir, skipped):
+            if path.suffix.lower() in MEDIA_EXTENSIONS:
+                files.append(path)
+            elif not path.name.startswith("."):
+                skipped.append({"path": str(path), "reason": f"not a media file (extensions: "
+                                                             f"{', '.join(sorted(MEDIA_EXTENSIONS))})"})
         if files:
-            by_class[class_dir.name] = files
+            by_class[class_dir.name] = sorted(files)
     if not by_class:
         raise FileNotFoundError(
             f"{data_dir}: no media files in class folders; expected DATA_DIR/<class>/<clip>.mp4 "
@@ -67,19 +144,50 @@ def discover(
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             path = files[index]
             entries.append(ClipEntry(clip_id_for(path.relative_to(data_dir)), path, label, split))
-    return sorted(entries, key=lambda e: e.clip_id)
+    return Listing(sorted(entries, key=lambda e: e.clip_id), skipped)
+
+
+def _listdir(folder: Path, skipped: list[dict]) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        skipped.append({"path": str(folder), "reason": f"cannot list the folder ({exc.strerror or exc})"})
+        return []
+
+
+def _walk(folder: Path, skipped: list[dict]) -> list[Path]:
+    """Every file below ``folder``; a folder that cannot be listed is reported, the rest go on."""
+    files = []
+    for path in _listdir(folder, skipped):
+        if path.is_dir():
+            if not path.name.startswith("."):
+                files += _walk(path, skipped)
+        elif path.is_file():
+            if not os.access(path, os.R_OK):
+                skipped.append({"path": str(path), "reason": "cannot read the file (permission denied)"})
+            else:
+                files.append(path)
+    return files
 
 
 def _from_csv(data_dir: Path, csv_path: Path) -> list[ClipEntry]:
-    entries = []
+    entries: dict[str, tuple[int, ClipEntry]] = {}
     with csv_path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", "label", "split"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; expected header path,label,split")
         for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
             if row["split"] not in SPLITS:
-                raise ValueError(f"{csv_path}:{line}: split '{row['split']}' is not one of {SPLITS}")
-            relative = Path(row["path"])
-            entries.append(ClipEntry(clip_id_for(relative), data_dir / relative, row["label"], row["split"]))
-    return sorted(entries, key=lambda e: e.clip_id)
+                raise ValueError(f"{where}: split '{row['split']}' is not one of {SPLITS}")
+            try:
+                clip_id = clip_id_for(row["path"] or "")
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}; paths in a splits file are relative to DATA_DIR") from None
+            check_label(row["label"] or "", where)
+            if clip_id in entries:
+                raise ValueError(f"{where}: {row['path']} is listed twice (first on line {entries[clip_id][0]}); "
+                                 "keep one row per file")
+            entries[clip_id] = (line, ClipEntry(clip_id, data_dir / row["path"], row["label"], row["split"]))
+    return sorted((entry for _, entry in entries.values()), key=lambda e: e.clip_id)

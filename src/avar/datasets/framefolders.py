@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 
 from avar.datasets.folders import discover
-from avar.media.files import AUDIO_EXTENSIONS, read_audio, read_frames
+from avar.media.decode import AUDIO_EXTENSIONS
+from avar.media.files import read_audio, read_frames
 
 FRAME_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 LABELS_FILE = "test_frame_labels.csv"

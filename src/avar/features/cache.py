@@ -14,6 +14,8 @@ Layout::
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -29,9 +31,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from avar.datasets.folders import ClipEntry
+from avar.datasets.folders import ClipEntry, clip_path_of
 from avar.features.base import Extractor
-from avar.media.decode import ClipSteps, MediaError, decode_steps
+from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
@@ -62,11 +64,31 @@ class ExtractSummary:
     failures: list[dict] = field(default_factory=list)
 
 
+NEW_FILE_MODE = 0o666
+"""What a new file asks for; the umask takes away the rest, as for any file a program writes."""
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    The file gets the permissions any new file gets (``0666`` less the umask), not the
+    private ``0600`` of a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, NEW_FILE_MODE & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -94,8 +116,31 @@ def features_from_steps(steps: ClipSteps, video: Extractor, audio: Extractor) ->
     return batched(video, steps.frames).astype(np.float32), batched(audio, steps.audio).astype(np.float32)
 
 
+NAME_BYTES = 200
+"""Longest clip id used as a file name as it is; longer ones are shortened with a digest."""
+
+
 def _clip_file(out_dir: Path, clip_id: str) -> Path:
-    return out_dir / "clips" / f"{clip_id}.safetensors"
+    """Where a clip's features live: always a plain file name inside ``out_dir/clips``, whatever
+    the id holds (ids come from data: a hostile one must not name a path elsewhere)."""
+    name = clip_id
+    if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+            or len(name.encode()) > NAME_BYTES):
+        digest = hashlib.sha256(clip_id.encode()).hexdigest()[:16]
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in clip_id)[-80:].lstrip(".")
+        name = f"{safe}-{digest}"
+    return out_dir / "clips" / f"{name}.safetensors"
+
+
+def _legacy_clip_file(out_dir: Path, clip_id: str) -> Path | None:
+    """Where caches made before ids kept the extension stored this clip (parts joined, no
+    extension), so a resumed old cache keeps its finished clips."""
+    try:
+        relative = clip_path_of(clip_id)
+    except ValueError:
+        return None
+    old = "__".join(relative.with_suffix("").parts)
+    return _clip_file(out_dir, old) if old and old != clip_id else None
 
 
 def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
@@ -108,6 +153,7 @@ def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
         "duration": steps.duration,
         "audio_missing": steps.audio_missing,
         "video_missing": steps.video_missing,
+        "audio_partial": steps.audio_partial,
     }
 
 
@@ -120,7 +166,20 @@ def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, t
         str(tmp),
         metadata={"record": json.dumps(record)},
     )
+    os.chmod(tmp, NEW_FILE_MODE & ~_umask())  # safetensors writes 0600
     os.replace(tmp, path)
+    return record
+
+
+def _adopt_legacy(out_dir: Path, entry: ClipEntry, path: Path) -> dict | None:
+    """Move this entry's clip file from its pre-extension name to ``path``; its record, or None."""
+    legacy = _legacy_clip_file(out_dir, entry.clip_id)
+    record = _read_record(legacy) if legacy is not None and legacy.is_file() else None
+    if record is None or record.get("path") != str(entry.path):
+        return None
+    arrays = load_file(str(legacy))
+    record = _save_clip(path, {**record, "clip_id": entry.clip_id}, arrays["video"], arrays["audio"], arrays["times"])
+    legacy.unlink()
     return record
 
 
@@ -143,9 +202,34 @@ def extract_dataset(
     video_weights: str | None = None,
     audio_weights: str | None = None,
     progress: bool = True,
+    unlisted: list[dict] | None = None,
 ) -> ExtractSummary:
-    """Extract and cache features for ``entries``; resumes, and survives bad files."""
+    """Extract and cache features for ``entries``; resumes, and survives bad files.
+
+    Every entry ends up extracted, already done or in ``failures`` (with ``unlisted``: what
+    listing the dataset could not use, from :func:`avar.datasets.folders.scan`). A full disk
+    stops the run with one error; the clips finished before it are kept.
+    """
     out_dir = Path(out_dir)
+    step = check_step(step)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out is an existing file; give a directory for the feature cache")
+    first: dict[str, ClipEntry] = {}
+    for entry in entries:
+        other = first.setdefault(entry.clip_id, entry)
+        if other is not entry:
+            raise ValueError(f"{other.path} and {entry.path} get the same clip id {entry.clip_id!r}; rename one")
+    try:
+        return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [])
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RuntimeError(f"{out_dir}: disk full while writing {exc.filename or 'the cache'}; free some space "
+                               "and run the same command again (finished clips are kept)") from None
+        raise
+
+
+def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, audio_weights, progress: bool,
+             unlisted: list[dict]) -> ExtractSummary:
     settings = {
         "step": step,
         "video": extractor_record(video, video_weights),
@@ -165,7 +249,7 @@ def extract_dataset(
     todo = []
     for entry in entries:
         path = _clip_file(out_dir, entry.clip_id)
-        record = _read_record(path) if path.is_file() else None
+        record = _read_record(path) if path.is_file() else _adopt_legacy(out_dir, entry, path)
         if record is not None:
             record.update(label=entry.label, split=entry.split)
             records[entry.clip_id] = record
@@ -173,7 +257,7 @@ def extract_dataset(
             todo.append(entry)
     skipped = len(records)
 
-    failures: list[dict] = []
+    failures: list[dict] = list(unlisted)
 
     def decode(entry: ClipEntry):
         try:
@@ -273,14 +357,28 @@ class FeatureSet:
         return sorted(labels, key=lambda name: (name != "normal", name))
 
     def load(self, clip: dict) -> StepFeatures:
-        arrays = load_file(str(_clip_file(self.root, clip["clip_id"])))
+        """One clip's cached features; a missing or damaged entry is a ``ValueError`` naming its
+        file and the fix (``avar extract`` extracts unreadable entries again)."""
+        path = _clip_file(self.root, clip["clip_id"])
+        fix = (f"re-run `avar extract` on the same data with --out {self.root} (it extracts missing and damaged "
+               "entries again)")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing from the feature cache; {fix}")
+        try:
+            arrays = load_file(str(path))
+        except Exception as exc:  # the parser's errors on damaged bytes have no common base
+            raise ValueError(f"{path}: damaged feature cache entry ({' '.join(str(exc).split())[:200]}); {fix}") from None
+        video, audio, times = (arrays.get(k) for k in ("video", "audio", "times"))
+        if (video is None or audio is None or times is None or video.ndim != 2 or audio.ndim != 2 or times.ndim != 1
+                or not len(video) == len(audio) == len(times)):
+            raise ValueError(f"{path}: not a feature cache entry (video [T, dv], audio [T, da], times [T]); {fix}")
         return StepFeatures(
             clip_id=clip["clip_id"],
             label=clip["label"],
             split=clip["split"],
-            video=arrays["video"],
-            audio=arrays["audio"],
-            times=arrays["times"],
+            video=video,
+            audio=audio,
+            times=times,
             audio_missing=clip.get("audio_missing", False),
             video_missing=clip.get("video_missing", False),
         )

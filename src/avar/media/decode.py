@@ -25,9 +25,17 @@ import numpy as np
 AUDIO_RATE = 16_000
 """Sample rate (Hz) of the audio in every ``ClipSteps``."""
 
-MEDIA_EXTENSIONS = frozenset(
+VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".avi", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
 )
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
+"""Sound-only files: their steps get black frames and are flagged ``video_missing``."""
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
+
+JUMP_SECONDS = 10.0
+"""Consecutive video frames further apart than this (and than 10 steps) are a timestamp jump
+(a broken muxer, a camera clock reset), not a pause: the gap is closed and a warning names it,
+so one bad timestamp cannot turn a short clip into thousands of repeated steps."""
 
 
 class MediaError(RuntimeError):
@@ -57,6 +65,8 @@ class ClipSteps:
     duration: float
     audio_missing: bool = False
     video_missing: bool = False
+    audio_partial: bool = False
+    """Sound covers only part of the clip: the steps after it hold zeros."""
 
     @property
     def n_steps(self) -> int:
@@ -68,6 +78,17 @@ def stream_start(stream) -> float | None:
     if stream.start_time is None or stream.time_base is None:
         return None
     return float(stream.start_time * stream.time_base)
+
+
+def check_step(step: float) -> float:
+    """``step`` if it is a usable step length in seconds, else a ValueError saying so."""
+    try:
+        value = float(step)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--step must be a positive number of seconds, got {step!r}")
+    return value
 
 
 def n_steps_for(duration: float, step: float) -> int:
@@ -83,12 +104,15 @@ class CentreFrames:
     a frame out and leave ``None`` so memory stays bounded on long streams.
     """
 
-    def __init__(self, origin: float, step: float, size: tuple[int, int] | None):
-        self.origin, self.step, self.size = origin, step, size
+    def __init__(self, origin: float, step: float, size: tuple[int, int] | None, source: str = ""):
+        self.origin, self.step, self.size, self.source = origin, step, size, source
         self.kept: list[np.ndarray] = []
         self.prev = None
         self.first_time: float | None = None
         self.last_time: float | None = None
+        self.shift = 0.0  # seconds taken off every later timestamp, closing jumps
+        self.interval = min(step, 0.04)  # the last regular gap between frames
+        self.jumps: list[tuple[float, float]] = []
 
     def rgb(self, frame) -> np.ndarray:
         if self.size is None:
@@ -102,6 +126,17 @@ class CentreFrames:
         t = frame.time
         if t is None:
             raise ValueError("a video frame has no timestamp")
+        t -= self.shift
+        if self.last_time is not None:
+            gap = t - self.last_time
+            if gap > max(JUMP_SECONDS, 10 * self.step):
+                self.jumps.append((self.last_time, t + self.shift))
+                warnings.warn(f"{self.source}: video timestamps jump from {self.last_time:.2f} s to "
+                              f"{t + self.shift:.2f} s; the gap is closed (timestamp_jump)", stacklevel=2)
+                self.shift += gap - self.interval
+                t -= gap - self.interval
+            elif gap > 0:
+                self.interval = gap
         if self.first_time is None:
             self.first_time = t
         self.last_time = t if self.last_time is None else max(self.last_time, t)
@@ -131,6 +166,7 @@ class StepMedia:
     frame: np.ndarray
     audio: np.ndarray
     audio_missing: bool = False
+    """No sound in this step: the source has none, or its sound ended before the step."""
     video_missing: bool = False
 
 
@@ -147,8 +183,7 @@ def iter_steps(
     reached its end, or the stream has ended. ``frame_size`` (width, height) resizes frames.
     Raises ``MediaError`` naming the source when it cannot be opened or decoding fails.
     """
-    if step <= 0:
-        raise ValueError(f"step must be positive seconds, got {step}")
+    check_step(step)
     try:
         container = opener(str(source))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -169,7 +204,7 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
     origin = min(starts) if starts else 0.0
     per_step = int(round(step * AUDIO_RATE))
 
-    frames = CentreFrames(origin, step, frame_size) if video is not None else None
+    frames = CentreFrames(origin, step, frame_size, source) if video is not None else None
     if video is not None:
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None
@@ -234,7 +269,9 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
     video_end = origin
     if frames is not None and frames.last_time is not None:
         rate = video.average_rate or video.guessed_rate
-        video_end = frames.last_time + (1.0 / float(rate) if rate else 0.0)
+        # After a jump the container's average rate is meaningless; the frames' own spacing is not.
+        regular = rate and rate > 0 and not frames.jumps
+        video_end = frames.last_time + (1.0 / float(rate) if regular else frames.interval)
     duration = max(video_end, audio_end) - origin
     if duration <= 0:
         raise MediaError(source, "no decodable frames or samples")
@@ -246,11 +283,16 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
     audio_missing = audio is None or written == 0
     if audio_missing:
         warnings.warn(f"{source}: no audio; using zero audio (audio_missing)", stacklevel=2)
+    elif audio_end - origin < duration - step:
+        warnings.warn(f"{source}: audio covers {audio_end - origin:.2f} s of {duration:.2f} s; zero audio after "
+                      "(audio_missing on those steps)", stacklevel=2)
     if frames is not None:
         while len(frames.kept) < n:
             frames.kept.append(frames.rgb(frames.prev))
     for i in range(done, n):
-        yield take(i, min((i + 1) * step, duration), frame_of(i), audio_missing)
+        # A step starting after the last sample has no sound at all.
+        silent = audio_missing or i * step >= audio_end - origin
+        yield take(i, min((i + 1) * step, duration), frame_of(i), silent)
 
 
 def decode_steps(
@@ -262,8 +304,7 @@ def decode_steps(
     when it cannot be opened or decoded.
     """
     path = Path(path)
-    if step <= 0:
-        raise ValueError(f"step must be positive seconds, got {step}")
+    check_step(step)
     if not path.is_file():
         raise MediaError(path, "no such file")
     steps = list(iter_steps(path, step, frame_size))
@@ -274,6 +315,7 @@ def decode_steps(
         frames=np.stack([s.frame for s in steps]),
         audio=np.stack([s.audio for s in steps]),
         duration=steps[-1].end,
-        audio_missing=steps[-1].audio_missing,
+        audio_missing=all(s.audio_missing for s in steps),
         video_missing=steps[-1].video_missing,
+        audio_partial=any(s.audio_missing for s in steps) and not all(s.audio_missing for s in steps),
     )

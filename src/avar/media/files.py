@@ -17,9 +17,6 @@ import numpy as np
 
 from avar.media.decode import MediaError, stream_start
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
-"""Files accepted as a paired audio track (any media file with an audio stream also works)."""
-
 
 @dataclass
 class VideoFrames:
