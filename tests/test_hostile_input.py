@@ -270,3 +270,11 @@ def test_hostile_corpus_every_file_accounted_for_nothing_outside(tmp_path, capsy
     assert all(p.is_relative_to(out) for p in files_under(tmp_path) - before)
     jump = next(c for c in features.clips if c["path"].endswith("jump.mp4"))
     assert jump["n_steps"] <= 3
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    assert main(["synth", str(tmp_path / "taken" / "data"), "--clips-per-class", "1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'taken'}") and "a file is in the way of a folder" in err
+    assert "Traceback" not in err

@@ -8,6 +8,7 @@ defaults live in the config dataclasses, not here.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -52,6 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine said no: a full disk, a file where a folder goes, permissions
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system refusal: the path, what went wrong, what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    what = exc.strerror or str(exc)
+    hint = {
+        errno.ENOSPC: "free some space and run the command again",
+        errno.EDQUOT: "free some space and run the command again",
+        errno.EEXIST: "a file is in the way of a folder; remove it or choose another path",
+        errno.ENOTDIR: "a file is in the way of a folder; remove it or choose another path",
+        errno.EISDIR: "a folder is in the way of a file; choose a file path",
+        errno.EACCES: "check the permissions or choose another path",
+        errno.EROFS: "the file system is read-only; choose another path",
+    }.get(exc.errno, "check the path")
+    return f"{where}{what}; {hint}"
 
 
 if __name__ == "__main__":

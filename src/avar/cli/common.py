@@ -32,3 +32,37 @@ def emit(args, payload, text: str) -> int:
     else:
         print(text)
     return 0
+
+
+def add_anonymize_options(p, *, switch: bool) -> None:
+    """The options of :class:`avar.anonymize.cover.AnonymizeConfig`, with its defaults; with
+    ``switch``, behind ``--anonymize`` (extract, watch)."""
+    from avar.anonymize.cover import MODES, AnonymizeConfig
+    from avar.anonymize.detect import DETECTORS
+
+    d = AnonymizeConfig()
+    if switch:
+        p.add_argument("--anonymize", action="store_true", help="cover faces and licence plates in every frame "
+                       "before any feature is computed or any image is written")
+    names = ", ".join(sorted(DETECTORS))
+    p.add_argument("--faces", default=d.faces, help=f"face detector: {names}, onnx:PATH, centerface:PATH or none "
+                   f"(default {d.faces})")
+    p.add_argument("--plates", default=d.plates, help=f"licence-plate detector, as --faces (default {d.plates})")
+    p.add_argument("--cover", choices=MODES, default=d.mode, help=f"how regions are covered (default {d.mode})")
+    p.add_argument("--margin", type=float, default=d.margin,
+                   help=f"share of a region's size added on every side (default {d.margin})")
+    p.add_argument("--hold", type=int, default=d.hold,
+                   help=f"frames a region stays covered after it was last found (default {d.hold})")
+    p.add_argument("--lead", type=int, default=d.lead,
+                   help=f"frames a region is covered before it was first found (default {d.lead})")
+    p.add_argument("--detect-every", type=int, default=d.every,
+                   help=f"run the detectors on every n-th frame, tracks carry the regions between (default {d.every})")
+    p.add_argument("--detect-width", type=int, default=d.detect_width,
+                   help=f"frames are downscaled to this width for detection (default {d.detect_width})")
+
+
+def anonymize_config(args):
+    from avar.anonymize.cover import AnonymizeConfig
+
+    return AnonymizeConfig(faces=args.faces, plates=args.plates, mode=args.cover, margin=args.margin, hold=args.hold,
+                           lead=args.lead, every=args.detect_every, detect_width=args.detect_width)

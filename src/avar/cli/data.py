@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from avar.cli.common import RUNTIME_HELP, default_of, print_json, runtime_choices
+from avar.cli.common import (RUNTIME_HELP, add_anonymize_options, anonymize_config, default_of, emit,
+                             print_json, runtime_choices)
 
 
 def cmd_synth(args) -> int:
@@ -41,7 +42,8 @@ def cmd_extract(args) -> int:
     audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
     summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
                               video_weights=args.video_weights, audio_weights=args.audio_weights,
-                              progress=not args.quiet, unlisted=listing.skipped)
+                              progress=not args.quiet, unlisted=listing.skipped,
+                              anonymize=anonymize_config(args) if args.anonymize else None)
     if args.json:
         print_json(summary_dict(summary))
     else:
@@ -77,6 +79,20 @@ def cmd_xd_violence(args) -> int:
     return 0
 
 
+def cmd_anonymize(args) -> int:
+    """``avar anonymize INPUT --out OUTPUT``: cover faces and plates in a file or a folder of files."""
+    from avar.anonymize.files import anonymize_path, results_json
+
+    config = anonymize_config(args)
+    config.build()  # a wrong detector name fails here, before any file is opened
+    batch = anonymize_path(args.input, args.out, config.build, mute_speech=args.mute_speech, progress=not args.quiet)
+    lines = [f"{r.output}: {r.frames} frames, {r.frames_with_regions} with regions ({r.regions} covered), audio "
+             f"{r.audio}, {r.frames / max(r.seconds, 1e-9):.1f} frames/s" for r in batch.results]
+    lines += [f"failed: {f['path']}: {f['reason']}" for f in batch.failures]
+    emit(args, results_json(batch), "\n".join(lines))
+    return 1 if batch.failures else 0
+
+
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.datasets.folders import scan
@@ -109,6 +125,16 @@ def add_commands(command) -> None:
     p.add_argument("--seed", type=int, default=default_of(scan, "seed"), help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    add_anonymize_options(p, switch=True)
+    p.add_argument("--json", action="store_true")
+
+    p = command("anonymize", cmd_anonymize, "cover faces and licence plates in a video file or every video of a "
+                "folder: re-encoded at the source's frame rate, audio copied bit-exact, regions in a JSON sidecar")
+    p.add_argument("input", help="a video file or a folder of them")
+    p.add_argument("--out", required=True, help="output file or folder (a folder's tree is mirrored)")
+    add_anonymize_options(p, switch=False)
+    p.add_argument("--mute-speech", action="store_true", help="silence the segments a voice-activity detector "
+                   "marks as speech (the audio is then re-encoded)")
     p.add_argument("--json", action="store_true")
 
     p = command("xd-violence", cmd_xd_violence, "import XD-Violence's published I3D/VGGish features into a feature "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from avar.cli.common import RUNTIME_HELP, default_of, emit, runtime_choices
+from avar.cli.common import RUNTIME_HELP, add_anonymize_options, anonymize_config, default_of, emit, runtime_choices
 
 
 def cmd_ablate(args) -> int:
@@ -63,9 +63,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_privacy_cost(args) -> int:
+    """``avar privacy-cost DATA_DIR --out DIR``: paper Table V, raw vs anonymised media."""
+    from avar.experiments.privacy import privacy_markdown, run_privacy_cost
+    from avar.features import build_extractor
+
+    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
+    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    result = run_privacy_cost(args.data_dir, args.out, video, audio, step=args.step, config=anonymize_config(args),
+                              seeds=args.seeds, epochs=args.epochs, progress=not args.quiet)
+    return emit(args, result, privacy_markdown(result))
+
+
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.experiments.demo import run_demo
+    from avar.experiments.privacy import run_privacy_cost
     from avar.experiments.scenes import extract_scenes, run_scene_protocol
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
 
@@ -97,6 +110,21 @@ def add_commands(command) -> None:
     p.add_argument("--audio-weights")
     p.add_argument("--step", type=float, default=default_of(extract_scenes, "step"))
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    p.add_argument("--json", action="store_true")
+
+    p = command("privacy-cost", cmd_privacy_cost, "what anonymisation costs (MAVAD Table V): extract DATA_DIR raw "
+                "and anonymised, train and evaluate AVAR-Net's head and AVACA on both over seeds")
+    p.add_argument("data_dir", help="DATA_DIR/<class>/<clip>.mp4, optionally with splits.csv")
+    p.add_argument("--out", required=True, help="OUT_DIR: both caches, the runs, privacy.json and privacy.md")
+    p.add_argument("--seeds", type=int, default=default_of(run_privacy_cost, "seeds"))
+    p.add_argument("--epochs", type=int, help="training epochs (default: each method's)")
+    p.add_argument("--video", default=DEFAULT_VIDEO)
+    p.add_argument("--audio", default=DEFAULT_AUDIO)
+    p.add_argument("--video-weights")
+    p.add_argument("--audio-weights")
+    p.add_argument("--step", type=float, default=default_of(run_privacy_cost, "step"))
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    add_anonymize_options(p, switch=False)
     p.add_argument("--json", action="store_true")
 
     p = command("report", cmd_report, "one self-contained HTML page for a run or an ablation directory")

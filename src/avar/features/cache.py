@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
@@ -171,6 +172,13 @@ def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, t
     return record
 
 
+def _resized(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``frame`` at ``size`` (width, height) by the same scaler the decoder uses."""
+    if size is None or frame.shape[1::-1] == tuple(size):
+        return frame
+    return av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(size[0], size[1]).to_ndarray(format="rgb24")
+
+
 def _adopt_legacy(out_dir: Path, entry: ClipEntry, path: Path) -> dict | None:
     """Move this entry's clip file from its pre-extension name to ``path``; its record, or None."""
     legacy = _legacy_clip_file(out_dir, entry.clip_id)
@@ -203,12 +211,15 @@ def extract_dataset(
     audio_weights: str | None = None,
     progress: bool = True,
     unlisted: list[dict] | None = None,
+    anonymize=None,
 ) -> ExtractSummary:
     """Extract and cache features for ``entries``; resumes, and survives bad files.
 
     Every entry ends up extracted, already done or in ``failures`` (with ``unlisted``: what
     listing the dataset could not use, from :func:`avar.datasets.folders.scan`). A full disk
-    stops the run with one error; the clips finished before it are kept.
+    stops the run with one error; the clips finished before it are kept. ``anonymize`` (an
+    ``avar.anonymize.cover.AnonymizeConfig``) covers faces and plates in every step's frame, at
+    the source's resolution, before the backbone sees it.
     """
     out_dir = Path(out_dir)
     step = check_step(step)
@@ -220,7 +231,8 @@ def extract_dataset(
         if other is not entry:
             raise ValueError(f"{other.path} and {entry.path} get the same clip id {entry.clip_id!r}; rename one")
     try:
-        return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [])
+        return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [],
+                        anonymize)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise RuntimeError(f"{out_dir}: disk full while writing {exc.filename or 'the cache'}; free some space "
@@ -229,12 +241,15 @@ def extract_dataset(
 
 
 def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, audio_weights, progress: bool,
-             unlisted: list[dict]) -> ExtractSummary:
+             unlisted: list[dict], anonymize) -> ExtractSummary:
     settings = {
         "step": step,
         "video": extractor_record(video, video_weights),
         "audio": extractor_record(audio, audio_weights),
+        # Anonymised features differ from raw ones: a cache is one or the other.
+        "anonymize": asdict(anonymize) if anonymize is not None else None,
     }
+    anonymizer = anonymize.build() if anonymize is not None else None
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -263,7 +278,10 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                steps = decode_steps(entry.path, step, getattr(video, "input_size", None))
+                size = getattr(video, "input_size", None)
+                steps = decode_steps(entry.path, step, None if anonymizer else size)
+            if anonymizer is not None:
+                steps.frames = np.stack([_resized(anonymizer.frame(f), size) for f in steps.frames])
             return steps, [str(w.message) for w in caught]
         except MediaError as exc:
             return exc, []
