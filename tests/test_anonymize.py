@@ -230,3 +230,45 @@ def test_extract_with_anonymize_covers_frames_before_features(tmp_path, capsys):
 def test_config_needs_a_detector():
     with pytest.raises(ValueError, match="nothing to anonymise"):
         AnonymizeConfig(faces="none", plates="none").build()
+
+
+def test_watch_with_anonymize_writes_no_raw_frame(tmp_path):
+    """Thumbnails, store and event log of an anonymised watch, scanned for the raw region."""
+    from avar.datasets.folders import discover
+    from avar.features import build_extractor
+    from avar.features.cache import FeatureSet, extract_dataset
+    from avar.methods.avarnet.train import TrainConfig, train_head
+    from avar.serve.events import EventConfig
+    from avar.serve.store import EventStore
+    from avar.serve.watch import Watcher
+
+    data = tmp_path / "data"
+    for k, label in enumerate(("normal", "normal", "fight", "fight")):
+        write_clip(data / label / f"c{k}.mp4")
+    video, audio = build_extractor("efficientnet-lite0"), build_extractor("logmel")
+    extract_dataset(discover(data, test_fraction=0, val_fraction=0), tmp_path / "feat", video, audio, progress=False)
+    head = {"num_stages": 1, "num_layers": 2, "num_f_maps": 8, "attention": False}
+    # The paper recipe: no minimum number of optimiser steps, this run only needs to exist.
+    train_head(FeatureSet.open(tmp_path / "feat"), tmp_path / "run", TrainConfig(epochs=2, head=head, recipe="paper"),
+               progress=False)
+
+    model = constant_box_model(tmp_path / "m.onnx", box=(40 / 160, 30 / 120, 88 / 160, 78 / 120, 0.9))
+    out = tmp_path / "out"
+    store = EventStore(out / "events.db")
+    watcher = Watcher(tmp_path / "run", events=EventConfig(threshold=0.0, release=0.0, min_duration=0.0), store=store,
+                      jsonl=out / "events.jsonl", thumbnails=out / "thumbs", runtime="torch",
+                      anonymize=AnonymizeConfig(faces=f"onnx:{model}", plates="none"))
+    records = list(watcher.watch(str(write_clip(tmp_path / "scene.mp4"))))
+    store.close()
+    assert len(records) == 2 and watcher.events and all(e.thumbnail for e in watcher.events)
+    raw = noisy_frames(1)[0]
+    rows = [raw[BOX[1] + r, BOX[0]:BOX[2]].tobytes() for r in range(0, BOX[3] - BOX[1], 8)]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".jpg" for p in written)
+    for path in written:
+        assert not any(row in path.read_bytes() for row in rows), path
+        if path.suffix == ".jpg":
+            image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            sx, sy = image.shape[1] / 160, image.shape[0] / 120
+            region = image[int(BOX[1] * sy):int(BOX[3] * sy), int(BOX[0] * sx):int(BOX[2] * sx)]
+            assert region.std() < 0.25 * inside_std(raw), path

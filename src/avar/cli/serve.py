@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from avar.cli.common import RUNTIME_HELP, default_of, print_json, runtime_choices
+from avar.cli.common import (RUNTIME_HELP, add_anonymize_options, anonymize_config, default_of, print_json,
+                             runtime_choices)
 
 
 def cmd_predict(args) -> int:
@@ -31,22 +32,59 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def _class_thresholds(items: list[str], classes: list[str], normal: str | None) -> dict[str, float]:
+    """``--class-threshold CLASS=P`` options as ``{class: P}``, checked against the run's classes."""
+    anomalies = [c for c in classes if c != normal]
+    thresholds = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--class-threshold {item!r}: expected CLASS=P, e.g. --class-threshold "
+                             f"{anomalies[0] if anomalies else 'fight'}=0.8")
+        try:
+            p = float(value)
+        except ValueError:
+            p = float("nan")
+        if not 0.0 <= p <= 1.0:  # NaN fails too
+            raise ValueError(f"--class-threshold {item!r}: P must be a probability in [0, 1], e.g. {name}=0.8")
+        if name not in anomalies:
+            why = "is the normal class, which never opens an event" if name == normal else "is not a class of this run"
+            raise ValueError(f"--class-threshold {item!r}: {name!r} {why}; use one of {', '.join(anomalies)}")
+        thresholds[name] = p
+    return thresholds
+
+
 def cmd_watch(args) -> int:
     from avar.serve.events import EventConfig
     from avar.serve.store import EventStore
     from avar.serve.watch import Watcher
     from avar.runs import load_run
 
+    if args.idle_timeout is not None and not args.follow:
+        raise ValueError("--idle-timeout only applies with --follow; add --follow or drop --idle-timeout")
+    if args.idle_timeout is not None and not args.idle_timeout > 0:
+        raise ValueError(f"--idle-timeout {args.idle_timeout}: pass a positive number of seconds, e.g. 10")
+    if args.db and Path(args.db).is_dir():
+        raise ValueError(f"--db {args.db} is a folder; pass the event store's file name, e.g. "
+                         f"--db {Path(args.db) / 'events.db'}")
     run = load_run(args.run_dir)
-    thresholds = dict(item.split("=", 1) for item in args.class_threshold)
+    thresholds = _class_thresholds(args.class_threshold, run.classes,
+                                   run.classes[run.normal_index] if run.normal_index is not None else None)
     given = {"threshold": args.threshold, "release": args.release, "min_duration": args.min_duration}
-    config = EventConfig(**{**run.extra.get("thresholds", {}), **{k: v for k, v in given.items() if v is not None}},
-                         class_thresholds={k: float(v) for k, v in thresholds.items()})
+    try:
+        config = EventConfig(**{**run.extra.get("thresholds", {}), **{k: v for k, v in given.items() if v is not None}},
+                             class_thresholds=thresholds)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; adjust --threshold, --release, --min-duration or --class-threshold") from exc
+    idle_timeout = default_of(Watcher.watch, "idle_timeout") if args.idle_timeout is None else args.idle_timeout
     store = EventStore(args.db) if args.db else None
     try:
         watcher = Watcher(run, causal=args.causal, events=config, store=store,
-                          jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch)
-        for record in watcher.watch(args.source, realtime=args.realtime):
+                          jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch,
+                          anonymize=anonymize_config(args) if args.anonymize else None)
+        for record in watcher.watch(args.source, realtime=args.realtime, follow=args.follow,
+                                    idle_timeout=idle_timeout):
             if args.json:
                 print(json.dumps(record.__dict__), flush=True)
             elif not args.quiet:
@@ -63,9 +101,24 @@ def cmd_watch(args) -> int:
 
 
 def cmd_events(args) -> int:
-    """``avar events DB``: list stored events as a table, or JSON lines with ``--json``."""
+    """``avar events DB``: list stored events (``--gaps``: stream gaps) as a table, or JSON lines with ``--json``."""
     from avar.serve.store import EventStore
 
+    if args.gaps:
+        if args.label is not None or args.min_score is not None:
+            raise ValueError("--label and --min-score filter events, not gaps; drop them or drop --gaps")
+        with EventStore(args.db, create=False) as store:
+            gaps = store.query_gaps(source=args.source, since=args.since, until=args.until, limit=args.limit)
+        if args.json:
+            for g in gaps:
+                print(json.dumps(g, allow_nan=False))
+        elif not gaps:
+            print(f"no gaps in {args.db} match")
+        else:
+            print(f"{'start':>9} {'end':>9} {'lost':>8}  source")
+            for g in gaps:
+                print(f"{g['start']:>9.2f} {g['end']:>9.2f} {g['end'] - g['start']:>8.2f}  {g['source']}")
+        return 0
     with EventStore(args.db, create=False) as store:
         rows = store.query(label=args.label, source=args.source, since=args.since, until=args.until,
                            min_score=args.min_score, limit=args.limit)
@@ -154,22 +207,32 @@ def add_commands(command) -> None:
     p.add_argument("--release", type=float, help="score below which an event closes (default: the run's, else 0.4)")
     p.add_argument("--min-duration", type=float, help="seconds; shorter events are dropped (default 1)")
     p.add_argument("--class-threshold", action="append", default=[], metavar="CLASS=P",
-                   help="per-class opening threshold on that class's probability (repeatable)")
+                   help="per-class opening threshold in [0, 1] on the probability of CLASS, one of the run's "
+                   "anomaly classes (repeatable)")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     batch = default_of(Watcher, "batch")
     p.add_argument("--batch", type=int, default=batch,
                    help=f"most steps per backbone call when decoding runs ahead (default {batch})")
+    p.add_argument("--follow", action="store_true",
+                   help="keep reading a file that is still being written (MPEG-TS, Matroska, fragmented MP4; "
+                   "a folder's last file) as it grows")
+    idle = default_of(Watcher.watch, "idle_timeout")
+    p.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help=f"with --follow: stop once the file has not grown for this long (default {idle:g})")
+    add_anonymize_options(p, switch=True)
     p.add_argument("--json", action="store_true", help="one JSON step record per line")
 
-    p = command("events", cmd_events, "list anomaly events kept in an event store")
+    p = command("events", cmd_events, "list anomaly events (or stream gaps) kept in an event store")
     p.add_argument("db", help="the event store (SQLite file)")
+    p.add_argument("--gaps", action="store_true",
+                   help="list gaps instead of events: the stretches in which a dropped stream delivered nothing")
     p.add_argument("--label", help="only this anomaly class")
     p.add_argument("--source", help="only this source URI")
-    p.add_argument("--since", type=float, help="only events starting at or after SECONDS")
-    p.add_argument("--until", type=float, help="only events starting before SECONDS")
+    p.add_argument("--since", type=float, help="only events (gaps) starting at or after SECONDS")
+    p.add_argument("--until", type=float, help="only events (gaps) starting before SECONDS")
     p.add_argument("--min-score", type=float, help="only events whose peak score is at least X")
-    p.add_argument("--limit", type=int, help="at most N events")
-    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--limit", type=int, help="at most N events (gaps)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event (gap)")
 
     p = command("bench", cmd_bench, "throughput, latency and memory of the streaming pipeline on this machine (paper Table 4)")
     p.add_argument("--run", help="RUN_DIR to time (default: a random head of the default shape)")

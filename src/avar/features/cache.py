@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
@@ -34,7 +33,7 @@ from tqdm import tqdm
 
 from avar.datasets.folders import ClipEntry, clip_path_of
 from avar.features.base import Extractor
-from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps
+from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps, resize_rgb
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
@@ -172,13 +171,6 @@ def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, t
     return record
 
 
-def _resized(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """``frame`` at ``size`` (width, height) by the same scaler the decoder uses."""
-    if size is None or frame.shape[1::-1] == tuple(size):
-        return frame
-    return av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(size[0], size[1]).to_ndarray(format="rgb24")
-
-
 def _adopt_legacy(out_dir: Path, entry: ClipEntry, path: Path) -> dict | None:
     """Move this entry's clip file from its pre-extension name to ``path``; its record, or None."""
     legacy = _legacy_clip_file(out_dir, entry.clip_id)
@@ -281,7 +273,7 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
                 size = getattr(video, "input_size", None)
                 steps = decode_steps(entry.path, step, None if anonymizer else size)
             if anonymizer is not None:
-                steps.frames = np.stack([_resized(anonymizer.frame(f), size) for f in steps.frames])
+                steps.frames = np.stack([resize_rgb(anonymizer.frame(f), size) for f in steps.frames])
             return steps, [str(w.message) for w in caught]
         except MediaError as exc:
             return exc, []

@@ -148,6 +148,14 @@ class CentreFrames:
 
 
 
+def resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """An RGB frame at ``size`` (width, height) by the scaler the decoder resizes with, so a
+    frame changed at full size (anonymised) and resized after matches one resized in decoding."""
+    if size is None or frame.shape[1::-1] == tuple(size):
+        return frame
+    return av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(size[0], size[1]).to_ndarray(format="rgb24")
+
+
 Opener = Callable[[str], "av.container.InputContainer"]
 
 

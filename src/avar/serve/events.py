@@ -20,11 +20,14 @@ Semantics (all times in seconds on the source's own timeline, as in ``StepRecord
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -178,6 +181,31 @@ def detect_events(steps: Iterable[Step], config: EventConfig, source: str, norma
     detector = EventDetector(config, source, normal_class)
     events = [e for step in steps for e in detector.push(step)]
     return events + detector.flush()
+
+
+def thumbnail_path(folder: Path | str, source: str, start: float, label: str) -> Path:
+    """Where the thumbnail of ``source``'s event starting at ``start`` s with ``label`` goes:
+    ``<stem>-<hash>_<start>_<label>.jpg``, always directly inside ``folder``.
+
+    Source names and labels come from URLs, file names and run files, so anything but letters,
+    digits, ``.``, ``-`` and ``_`` becomes ``_`` (no ``/``, no leading dot, no URL query with its
+    tokens); the hash of the whole source keeps apart cameras whose streams share a name
+    (``rtsp://a/live``, ``rtsp://b/live``). Raises ValueError when the name would still resolve
+    outside ``folder`` (a symbolic link of that name pointing elsewhere).
+    """
+    folder = Path(folder)
+    stem = Path(urlsplit(source).path if "://" in source else source).stem
+    digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    path = folder / f"{_file_name_part(stem)}-{digest}_{start:09.3f}_{_file_name_part(label)}.jpg"
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"thumbnail {path} would be written outside {folder}; remove what is at that name")
+    return path
+
+
+def _file_name_part(text: str, limit: int = 64) -> str:
+    # Kept short: a file name is at most 255 bytes, and a stem and a label share one.
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit]
+    return safe or "_"
 
 
 def save_thumbnail(frame_rgb: np.ndarray, path: Path | str, quality: int = 90) -> Path:

@@ -18,11 +18,11 @@ from avar.serve.events import Event
 # Marks the file as ours, so that opening some other SQLite database fails loudly instead of
 # adding tables to it. "AVAR" in ASCII.
 APPLICATION_ID = 0x41564152
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE sources(id INTEGER PRIMARY KEY, uri TEXT UNIQUE NOT NULL, kind TEXT, first_seen REAL,
-                     last_seen REAL, gaps INTEGER DEFAULT 0);
+                     last_seen REAL, gaps INTEGER DEFAULT 0, error TEXT);
 CREATE TABLE events(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL REFERENCES sources(id),
                     "start" REAL, "end" REAL, label TEXT, peak_score REAL, peak_time REAL,
                     thumbnail TEXT, created REAL);
@@ -31,17 +31,29 @@ CREATE INDEX events_label ON events(label);
 CREATE INDEX events_start ON events("start");
 """
 
+# What brings a store of schema version N up to N + 1, applied in order when it is opened.
+_MIGRATIONS = {
+    1: "ALTER TABLE sources ADD COLUMN error TEXT;",
+}
+
 
 class EventStore:
     """Events of many sources in one SQLite file (WAL mode: a viewer can read while a watcher writes)."""
 
     def __init__(self, path: Path | str, create: bool = True):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder; an event store is one SQLite file: pass a file name, "
+                             f"e.g. {self.path / 'events.db'}")
         if not self.path.exists():
             if not create:
                 raise FileNotFoundError(f"no event store at {self.path}; check the path")
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
+            self._db = sqlite3.connect(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(f"cannot open {self.path} as an event store ({exc}); check the path and its "
+                             "permissions") from exc
         try:
             self._init_schema()
         except (sqlite3.DatabaseError, ValueError) as exc:
@@ -67,18 +79,37 @@ class EventStore:
         if version > SCHEMA_VERSION:
             raise ValueError(f"{self.path} has event store schema {version}, newer than this avar's "
                              f"{SCHEMA_VERSION}; upgrade avar")
+        while version < SCHEMA_VERSION:
+            try:
+                # One transaction, so a store is never left with the change but the old version.
+                db.executescript(f"BEGIN; {_MIGRATIONS[version]} PRAGMA user_version = {version + 1}; COMMIT;")
+            except sqlite3.OperationalError as exc:
+                db.rollback()
+                raise ValueError(f"cannot upgrade {self.path} from event store schema {version} to "
+                                 f"{SCHEMA_VERSION} ({exc}); make the file writable and run again") from exc
+            version += 1
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA foreign_keys = ON")
 
     def add_source(self, uri: str, kind: str) -> int:
-        """The id of source ``uri``, registering it on first sight; later calls only refresh ``last_seen``
-        (the first ``kind`` stays)."""
+        """The id of source ``uri``, registering it on first sight; later calls refresh ``last_seen``
+        and clear the ``error`` of an earlier watch (the first ``kind`` stays)."""
         now = time.time()
         with self._db:
             self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen",
+                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen, error = NULL",
                              (uri, kind, now, now))
         return self._source_id(uri)
+
+    def mark_error(self, uri: str, reason: str) -> None:
+        """Note that watching ``uri`` failed because of ``reason``. A source never read before is
+        registered with kind ``"error"``; one that delivered steps keeps its kind, its events and gaps."""
+        now = time.time()
+        with self._db:
+            self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen, error) "
+                             "VALUES (?, 'error', ?, ?, ?) "
+                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen, error = excluded.error",
+                             (uri, now, now, reason))
 
     def _source_id(self, uri: str) -> int:
         row = self._db.execute("SELECT id FROM sources WHERE uri = ?", (uri,)).fetchone()
@@ -101,9 +132,34 @@ class EventStore:
                                 (self._source_id(uri),))
         return [tuple(r) for r in rows]
 
+    def query_gaps(self, *, source: str | None = None, since: float | None = None, until: float | None = None,
+                   limit: int | None = None) -> list[dict]:
+        """Gaps as dicts ``{"source", "start", "end"}`` (seconds), by source then time.
+
+        ``source`` keeps one source's (none for an unknown one); ``since``/``until`` keep gaps with
+        ``since <= start < until``; ``limit`` keeps the first N.
+        """
+        where, params = [], []
+        for clause, value in (("s.uri = ?", source), ('g."start" >= ?', since), ('g."start" < ?', until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = 'SELECT s.uri AS source, g."start", g."end" FROM gaps g JOIN sources s ON s.id = g.source_id'
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += ' ORDER BY s.id, g."start"'
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"limit must be a positive number of gaps, got {limit}")
+            sql += " LIMIT ?"
+            params.append(limit)
+        cur = self._db.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
     def sources(self) -> list[dict]:
-        """Every source with its bookkeeping columns."""
-        cur = self._db.execute("SELECT id, uri, kind, first_seen, last_seen, gaps FROM sources ORDER BY id")
+        """Every source with its bookkeeping columns; ``error`` is why its latest watch failed, else None."""
+        cur = self._db.execute("SELECT id, uri, kind, first_seen, last_seen, gaps, error FROM sources ORDER BY id")
         return [dict(zip([d[0] for d in cur.description], row)) for row in cur]
 
     def add_events(self, events: list[Event]) -> list[int]:

@@ -22,7 +22,9 @@ Two ways to place the head's window around step ``t`` (``L = seq_len``), both fr
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,9 +36,9 @@ import av
 import numpy as np
 
 from avar.features import Extractor
-from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps
+from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps, resize_rgb
 from avar.serve.predict import StepRecord, step_record
-from avar.serve.events import Event, EventConfig, EventDetector, save_thumbnail
+from avar.serve.events import Event, EventConfig, EventDetector, save_thumbnail, thumbnail_path
 from avar.serve.store import EventStore, write_jsonl
 from avar.runs import load_run
 from avar.training.run import FeatureRun
@@ -48,6 +50,8 @@ BACKOFF_START = 0.5
 """Seconds before the first reconnection attempt; doubled after each failed one."""
 BACKOFF_MAX = 8.0
 """Seconds; the back-off stops doubling here."""
+FOLLOW_POLL = 0.1
+"""Seconds between looks at a followed file's size while waiting at its end."""
 
 class Watcher:
     """A trained run applied to live media: step records as they become known, events as they close.
@@ -79,6 +83,7 @@ class Watcher:
         runtime: str = "auto",
         batch: int = 8,
         extractors: tuple[Extractor, Extractor] | None = None,
+        anonymize=None,
     ):
         self.run = run if isinstance(run, FeatureRun) else load_run(run)
         self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
@@ -89,20 +94,33 @@ class Watcher:
         self.events_config = events or EventConfig()
         self.store, self.jsonl, self.thumbnails = store, jsonl, thumbnails
         self.max_retries, self.opener, self.ring = max_retries, opener, ring
+        self.anonymizer = anonymize.build() if anonymize is not None else None
+        """With an ``avar.anonymize.cover.AnonymizeConfig``: faces and plates covered in every frame."""
         self.events: list[Event] = []
         """Every event closed so far, across sources."""
         self.failures: list[dict] = []
-        """``{"source", "reason"}`` for each source that failed to decode."""
+        """``{"source", "reason"}`` for each source that could not be opened or decoded to its end."""
 
-    def watch(self, source: str | Path, *, realtime: bool = False, reconnect: bool | None = None) -> Iterator[StepRecord]:
+    def watch(self, source: str | Path, *, realtime: bool = False, reconnect: bool | None = None,
+              follow: bool = False, idle_timeout: float = 10.0) -> Iterator[StepRecord]:
         """Step records of ``source`` in time order (a folder: each media file in name order).
 
         ``realtime`` paces the source at its own speed (for files; live sources pace
         themselves). ``reconnect`` (default: for anything that is not a local file) reopens
-        a dropped stream. A folder's file that fails is warned about, listed in ``failures``
-        and the store's sources (kind ``"error"``), and the next file goes on. Failures and
-        reconnections are logged (``logging``, logger ``avar.serve.watch``).
+        a dropped stream. A file that fails, even part-way, is warned about, listed in
+        ``failures`` and marked in the store's sources with its ``error`` (the records and
+        events of what decoded are kept); a folder then goes on with its next file. Failures
+        and reconnections are logged (``logging``, logger ``avar.serve.watch``).
+
+        ``follow`` reads a file that is still being written (a recorder's current segment; in a
+        folder, its last file) as it grows: at its end the watch waits for more bytes and goes
+        on from there, each step once, until the file has not grown for ``idle_timeout``
+        seconds. The container must be readable while written (MPEG-TS, Matroska, fragmented
+        MP4; not a plain MP4, whose index comes last). Without ``follow``, a file that changes
+        while it is read gets a warning: the watch ended at what was there then.
         """
+        if idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be positive seconds, got {idle_timeout}")
         path = Path(source)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
@@ -110,26 +128,57 @@ class Watcher:
                 raise FileNotFoundError(f"{path}: no media files (extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})")
             for f in files:
                 try:
-                    yield from self._watch_one(str(f), realtime, bool(reconnect))
+                    yield from self._watch_one(str(f), realtime, bool(reconnect),
+                                               idle_timeout if follow and f == files[-1] else None)
                 except MediaError as exc:
                     self._fail(str(f), exc.reason)
             return
         is_file = path.is_file()
+        if follow and not is_file:
+            log.info("%s: not a local file; --follow only applies to files, a stream is read live anyway", source)
         try:
-            yield from self._watch_one(str(source), realtime, (not is_file) if reconnect is None else reconnect)
+            yield from self._watch_one(str(source), realtime, (not is_file) if reconnect is None else reconnect,
+                                       idle_timeout if follow and is_file else None)
         except MediaError as exc:
             self._fail(str(source), exc.reason)
             raise
 
     def _fail(self, uri: str, reason: str) -> None:
-        log.warning("%s: %s; skipped", uri, reason)
+        log.warning("%s: %s", uri, reason)
         self.failures.append({"source": uri, "reason": reason})
         if self.store is not None:
-            self.store.add_source(uri, "error")
+            self.store.mark_error(uri, reason)
 
-    def _watch_one(self, uri: str, realtime: bool, reconnect: bool) -> Iterator[StepRecord]:
+    def _steps(self, uri: str, opener) -> Iterator[StepMedia]:
+        """The source's steps; with ``anonymize``, each frame covered at full size, then resized
+        (in the decoder thread, before features or thumbnails see it)."""
+        size = getattr(self.video, "input_size", None)
+        if self.anonymizer is None:
+            return iter_steps(uri, self.run.step, size, opener=opener)
+        return (replace(m, frame=resize_rgb(self.anonymizer.frame(m.frame), size))
+                for m in iter_steps(uri, self.run.step, None, opener=opener))
+
+    def _watch_one(self, uri: str, realtime: bool, reconnect: bool,
+                   follow: float | None = None) -> Iterator[StepRecord]:
+        """One file or stream; ``follow`` is the idle timeout (seconds) of a local file read as it grows."""
         log.info("%s: watching with a %s run (%s), %s windows of %d steps", uri, self.run.method, self.run.learning,
                  "causal" if self.causal else "centred", self.run.seq_len)
+        stop = threading.Event()  # ends a followed file's wait for more bytes when the watch is closed early
+        if follow is not None:
+            # No reconnection: reopening would start the file over and repeat its steps.
+            opener, reconnect = (lambda u: av.open(_GrowingFile(u, follow, stop))), False
+        elif uri.lower().startswith(("http://", "https://")):
+            opener = lambda u: _HttpResponse(self.opener(u), u)
+        else:
+            opener = self.opener
+        before = os.stat(uri) if follow is None and Path(uri).is_file() else None
+        try:
+            yield from self._steps_of(uri, realtime, reconnect, opener, before)
+        finally:
+            stop.set()
+
+    def _steps_of(self, uri: str, realtime: bool, reconnect: bool, opener: Opener,
+                  before: os.stat_result | None) -> Iterator[StepRecord]:
         detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
         frames: collections.deque = collections.deque(maxlen=self.ring)
         registered = False
@@ -140,7 +189,7 @@ class Watcher:
         while True:
             window = _Window(self)
             try:
-                steps = iter_steps(uri, self.run.step, getattr(self.video, "input_size", None), opener=self.opener)
+                steps = self._steps(uri, opener)
                 for group in _Prefetch(steps, realtime, self.stats, depth=2 * self.batch).batches(self.batch):
                     for media, _ in group:
                         if dropped_at is not None:
@@ -168,7 +217,11 @@ class Watcher:
                     yield self._emit(record, detector, frames)
                 if not reconnect or retries >= self.max_retries:
                     self._close(detector.flush(), frames)
-                    raise
+                    _warn_if_changed(uri, before, last_end)
+                    if not registered:
+                        raise
+                    raise MediaError(uri, f"{exc.reason}; it stopped at {last_end:g} s, and the records and "
+                                          "events before that are kept") from exc
                 delay = min(BACKOFF_START * 2**retries, BACKOFF_MAX)
                 retries += 1
                 log.warning("%s: %s; reconnecting in %gs (attempt %d/%d)", uri, exc.reason, delay, retries,
@@ -179,6 +232,7 @@ class Watcher:
                     last_end = offset
                 time.sleep(delay)
         self._close(detector.flush(), frames)
+        _warn_if_changed(uri, before, last_end)
 
     def features(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both backbones on a batch of steps, timed into ``stats``.
@@ -205,8 +259,12 @@ class Watcher:
             shown = dict(frames)
             for e in events:
                 if e.peak_time in shown:
-                    name = f"{Path(e.source).stem}_{e.start:09.3f}_{e.label}.jpg"
-                    e.thumbnail = str(save_thumbnail(shown[e.peak_time], Path(self.thumbnails) / name))
+                    try:
+                        path = thumbnail_path(self.thumbnails, e.source, e.start, e.label)
+                    except ValueError as exc:
+                        log.warning("%s: no thumbnail for the event at %g s: %s", e.source, e.start, exc)
+                        continue
+                    e.thumbnail = str(save_thumbnail(shown[e.peak_time], path))
         if self.store is not None:
             self.store.add_events(events)
         if self.jsonl is not None:
@@ -385,3 +443,111 @@ class _Prefetch:
             self.stop.set()
             # A live source may block inside the decoder; the thread is a daemon and ends with it.
             self.thread.join(timeout=1.0)
+
+
+def _warn_if_changed(uri: str, before: os.stat_result | None, watched: float | None) -> None:
+    """Warn when a local file changed while it was read: something is still writing it, and the
+    watch ended at what was there then."""
+    if before is None:
+        return
+    try:
+        after = os.stat(uri)
+    except OSError:
+        return  # deleted or renamed away (a recorder rotating segments): nothing more to read from it
+    if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+        return
+    log.warning("%s: the file changed while it was read (%d -> %d bytes), so it is probably still being written; "
+                "the watch ended early, at %s; pass --follow (watch(follow=True)) to read it as it grows",
+                uri, before.st_size, after.st_size, "its start" if watched is None else f"{watched:g} s")
+
+
+class _GrowingFile:
+    """A file another program is still appending to, read like a pipe.
+
+    At the file's current end ``read`` waits for more bytes, and reports the end only once the
+    file has not grown for ``idle_timeout`` seconds (or ``stop`` is set). A recorder may stop
+    in the middle of a packet; waiting, rather than reopening, hands FFmpeg the rest of it. No
+    ``seek``: FFmpeg then never probes the end of a file that is not written yet.
+    """
+
+    def __init__(self, path: str, idle_timeout: float, stop: threading.Event):
+        self.path, self.idle_timeout, self.stop = path, idle_timeout, stop
+        self.file = open(path, "rb")
+        self.followed = False  # whether the end was reached and more bytes came after it
+
+    def read(self, size: int) -> bytes:
+        idle_since: float | None = None
+        while True:
+            data = self.file.read(size)
+            if data:
+                if idle_since is not None and not self.followed:
+                    self.followed = True
+                    log.info("%s: reached the end while it is still being written; following it until it stops "
+                             "growing for %gs", self.path, self.idle_timeout)
+                return data
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
+                if not self.followed:
+                    log.debug("%s: at the end of what is written so far; waiting for more", self.path)
+            elif now - idle_since >= self.idle_timeout:
+                log.info("%s: no new bytes for %gs; the end of the file", self.path, self.idle_timeout)
+                return b""
+            if self.stop.wait(FOLLOW_POLL):
+                return b""
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _HttpResponse:
+    """An HTTP(S) container that tells a finished response from a dropped one.
+
+    A response without Content-Length (nor chunked encoding) ends when the server closes the
+    connection (RFC 9112, section 6.3), which FFmpeg reports as an I/O error ("Stream ends
+    prematurely"), the same as a drop. When the media came faster than real time or reached the
+    container's own duration, it was a finished file: the demuxer ends as at the end of a file
+    (decoders drained, every step handed over, no reconnection). A live stream closed by its
+    server, or a response shorter than its Content-Length, still raises: a drop.
+    """
+
+    def __init__(self, container, uri: str):
+        self.container, self.uri = container, uri
+        self.streams = container.streams
+        self.opened = time.monotonic()
+
+    def __enter__(self) -> _HttpResponse:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+    def demux(self, *streams):
+        first = last = None  # packet times (s) seen so far
+        try:
+            for packet in self.container.demux(*streams):
+                if packet.pts is not None and packet.time_base is not None:
+                    t = float(packet.pts * packet.time_base)
+                    first = t if first is None else min(first, t)
+                    last = t if last is None else max(last, t)
+                yield packet
+        except av.error.OSError as exc:
+            if exc.errno != errno.EIO or first is None or not self._finished(last - first):
+                raise
+            for stream in streams:  # empty packets drain the decoders, as PyAV does at the end of a file
+                packet = av.Packet()
+                packet.stream = stream
+                yield packet
+
+    def _finished(self, media: float) -> bool:
+        # A wrapped opener may not say: then the length counts as known, and the end as a drop.
+        if getattr(self.container, "size", 0) >= 0:  # a known length that was not reached: cut short
+            return False
+        wall = time.monotonic() - self.opened
+        duration = getattr(self.container, "duration", None)
+        # A live source cannot deliver media faster than it happens, except a short burst on connecting.
+        if media < 2 * wall and (duration is None or media < duration / av.time_base - 1.0):
+            return False
+        log.info("%s: the server closed a response without Content-Length after %.1f s of media in %.1f s: "
+                 "the end of a finished file, not a drop", self.uri, media, wall)
+        return True
