@@ -271,6 +271,23 @@ def test_hostile_corpus_every_file_accounted_for_nothing_outside(tmp_path, capsy
     jump = next(c for c in features.clips if c["path"].endswith("jump.mp4"))
     assert jump["n_steps"] <= 3
 
+    # predict on every file of the corpus: valid JSON for each, or one line naming it.
+    from avar.methods.avarnet.train import TrainConfig, train_head
+
+    head = {"num_stages": 1, "num_layers": 2, "num_f_maps": 8, "attention": False}
+    train_head(features, tmp_path / "run", TrainConfig(epochs=1, head=head, recipe="paper", select_streams=False),
+               progress=False)
+    inputs = sorted(str(p) for p in before if p.is_relative_to(data))
+    code = main(["predict", str(tmp_path / "run"), *inputs, "--json", "-q", "--runtime", "torch"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    predicted = [json.loads(line) for line in captured.out.splitlines()]
+    failed_lines = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
+    assert len(predicted) + len(failed_lines) == len(inputs)
+    assert {Path(line.split(": ")[1]).name for line in failed_lines} == failed
+    sound = next(p for p in predicted if p["path"].endswith("scream.wav"))
+    assert sound["video_missing"] and not sound["audio_missing"]
+
 
 def test_a_file_in_the_way_of_an_output_folder_is_one_line(tmp_path, capsys):
     (tmp_path / "taken").write_text("a file")

@@ -11,10 +11,9 @@ autoencoder one gray frame at its training frame rate). ``avar predict``, ``watc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from avar.training.run import CONFIG_FILE, FeatureRun
+from avar.training.run import CONFIG_FILE, FeatureRun, read_run_config
 
 METHODS: dict[str, str] = {
     "avarnet": "supervised",
@@ -27,14 +26,8 @@ METHODS: dict[str, str] = {
 
 def run_method(run_dir: Path | str) -> str:
     """The ``method`` a run directory records (runs saved before it was recorded are 'avarnet')."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG_FILE}; is this a run directory made by `avar train`?")
-    try:
-        method = json.loads(path.read_text()).get("method", "avarnet")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a run config ({exc}); retrain or restore the run directory") from None
-    if method not in METHODS:
+    method = read_run_config(run_dir).get("method", "avarnet")
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{run_dir}: unknown method {method!r} in {CONFIG_FILE}; this avar knows {sorted(METHODS)}")
     return method
 

@@ -17,7 +17,7 @@ def cmd_predict(args) -> int:
                                           runtime=args.runtime)
     if args.json:
         for p in predictions:
-            print(json.dumps(p.to_dict()))
+            print(json.dumps(p.to_dict(), allow_nan=False))
     else:
         for p in predictions:
             peak = max(p.steps, key=lambda s: s.anomaly_score)

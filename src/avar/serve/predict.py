@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from avar.features.cache import features_from_steps, write_json_atomic
+from avar.features.cache import features_from_steps, write_atomic, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
 from avar.report.plots import plot_score_curve
 from avar.runs import load_run
@@ -37,7 +39,10 @@ class Prediction:
     clip_probabilities: dict[str, float]
     steps: list[StepRecord] = field(default_factory=list)
     audio_missing: bool = False
+    video_missing: bool = False
     plot: str | None = None
+    records: str | None = None
+    """With ``--out``: the file of its step records (``<name>.jsonl``)."""
 
     def to_dict(self) -> dict:
         return {
@@ -45,13 +50,17 @@ class Prediction:
             "clip_class": self.clip_class,
             "clip_probabilities": self.clip_probabilities,
             "audio_missing": self.audio_missing,
+            "video_missing": self.video_missing,
             "plot": self.plot,
+            "records": self.records,
             "steps": [s.__dict__ for s in self.steps],
         }
 
 
 def step_record(run: FeatureRun, time: float, end: float, probabilities: np.ndarray) -> StepRecord:
-    """The record of one step scored by ``run`` (``probabilities [C]`` in ``run.classes`` order)."""
+    """The record of one step scored by ``run`` (``probabilities [C]`` in ``run.classes`` order);
+    non-finite probabilities are refused, so every record is valid JSON."""
+    run.check_finite(probabilities)
     return StepRecord(
         time=round(float(time), 3),
         end=round(float(end), 3),
@@ -72,7 +81,11 @@ class Predictor:
     def predict(self, path: Path | str) -> Prediction:
         steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))
         video, audio = features_from_steps(steps, self.video, self.audio)
+        if not (np.isfinite(video).all() and np.isfinite(audio).all()):
+            raise MediaError(path, "the backbones gave NaN or infinite features for this file")
         step_p, clip_p = self.run.probabilities(video, audio)
+        self.run.check_finite(step_p)
+        self.run.check_finite(clip_p)
         classes = self.run.classes
         return Prediction(
             path=str(path),
@@ -80,7 +93,36 @@ class Predictor:
             clip_probabilities={c: round(float(x), 5) for c, x in zip(classes, clip_p)},
             steps=[step_record(self.run, t, min(t + steps.step, steps.duration), p) for t, p in zip(steps.times, step_p)],
             audio_missing=steps.audio_missing,
+            video_missing=steps.video_missing,
         )
+
+
+OUTPUT_NAME_CHARS = 80
+"""Longest file-name stem of a file's outputs under ``--out``."""
+
+
+def output_names(paths: list[Path | str]) -> list[str]:
+    """A distinct file-name stem per input for its outputs (``<name>.jsonl``, ``<name>.png``):
+    the input's stem reduced to letters, digits, ``-``, ``_`` and ``.`` (no leading dot), so
+    no name can point outside the output directory; where stems coincide (``a/clip.mp4``,
+    ``b/clip.mp4``; case-insensitively, for case-insensitive file systems) each gets a digest
+    of its path, so the names depend on the inputs only, never on their order."""
+    stems = []
+    for path in paths:
+        stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in Path(path).stem)
+        stems.append(stem.lstrip(".")[:OUTPUT_NAME_CHARS] or "media")
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    names = [f"{stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:10]}" if counts[stem.lower()] > 1 else stem
+             for stem, path in zip(stems, paths)]
+    taken: dict[str, int] = {}
+    for i, name in enumerate(names):  # the same path given twice
+        key = name.lower()
+        taken[key] = taken.get(key, 0) + 1
+        if taken[key] > 1:
+            names[i] = f"{name}-{taken[key]}"
+    return names
 
 
 def predict_files(
@@ -94,35 +136,45 @@ def predict_files(
 ) -> tuple[list[Prediction], list[dict]]:
     """Predict every file; a file that fails is reported in the second list, the rest go on.
 
-    With ``out_dir``, each file gets ``<stem>.jsonl`` (one step record per line) and
-    ``<stem>.png`` (the anomaly-score curve with the top classes), plus ``predictions.json``.
+    With ``out_dir``, each file gets ``<name>.jsonl`` (one step record per line) and
+    ``<name>.png`` (the anomaly-score curve with the top classes), plus ``predictions.json``;
+    ``<name>`` is the file's stem, made unique (:func:`output_names`), and every prediction
+    records its two files. Nothing is written outside ``out_dir``.
     ``intervals`` maps a path to a known anomaly interval to shade on its plot. ``runtime``
     says how the backbones run (``avar.features.runtime``).
     """
     predictor = Predictor(run_dir, runtime=runtime)
     out = Path(out_dir) if out_dir else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: --out is an existing file; give a directory for the predictions")
     predictions, failures = [], []
-    for path in tqdm(paths, desc="predict", unit="file", disable=not progress or len(paths) < 2):
+    names = output_names(paths)
+    for path, name in zip(tqdm(paths, desc="predict", unit="file", disable=not progress or len(paths) < 2), names):
         try:
             pred = predictor.predict(path)
         except MediaError as exc:
             failures.append({"path": str(path), "reason": exc.reason})
             continue
         if out is not None:
-            stem = Path(path).stem
             out.mkdir(parents=True, exist_ok=True)
-            (out / f"{stem}.jsonl").write_text("".join(json.dumps(s.__dict__) + "\n" for s in pred.steps))
+            # Written by renames, so a link already at an output's name is replaced, never followed.
+            records = out / f"{name}.jsonl"
+            write_atomic(records, "".join(json.dumps(s.__dict__, allow_nan=False) + "\n" for s in pred.steps).encode())
+            pred.records = str(records)
             times = np.array([s.time for s in pred.steps])
             anomalies = [c for c in predictor.run.classes if c != "normal"]
             curves = {c: np.array([s.probabilities[c] for s in pred.steps]) for c in anomalies}
-            pred.plot = str(plot_score_curve(
+            drawn = plot_score_curve(
                 times,
                 np.array([s.anomaly_score for s in pred.steps]),
-                out / f"{stem}.png",
+                out / f".{name}.partial.png",
                 class_probs=curves,
                 interval=(intervals or {}).get(str(path)),
-                title=f"{Path(path).name}: {pred.clip_class}",
-            ))
+                # a '$' in a file name would start matplotlib's math text
+                title=f"{Path(path).name}: {pred.clip_class}".replace("$", r"\$"),
+            )
+            os.replace(drawn, out / f"{name}.png")
+            pred.plot = str(out / f"{name}.png")
         predictions.append(pred)
     if out is not None:
         write_json_atomic(out / "predictions.json", {

@@ -11,7 +11,7 @@ A run directory holds no pickle::
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,16 +19,15 @@ import cv2
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter1d
-from safetensors.torch import load_file, save_file
 
 from avar.datasets.framefolders import LoadedVideo
-from avar.features.cache import write_json_atomic
 from avar.features.spectral import MinMaxNormalizer, spectral_features
 from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.frame_difference import grid_cell_means
 from avar.methods.autoencoder.torch_model import AudioSeq2SeqAE, VideoSeq2SeqAE
 from avar.methods.autoencoder.config import AudioAEConfig, VideoAEConfig
-from avar.training.run import FeatureRun
+from avar.training.run import (HISTORY_FILE, WEIGHTS_KEY, FeatureRun, load_state, load_weights, read_run_config,
+                               reading_config, save_run)
 
 
 METHOD = "autoencoder"
@@ -242,17 +241,19 @@ class AERun(FeatureRun):
         self.meta["thresholds"] = {"threshold": 1.0 - FALSE_ALARM, "release": 1.0 - 5 * FALSE_ALARM}
         return self.meta["stream"]
 
-    def save(self, root: Path | str) -> Path:
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+    def save(self, root: Path | str, *, history: dict | None = None, keep: bool = False) -> Path:
+        """Write the run directory whole (:func:`avar.training.run.save_run`); ``history``
+        goes to ``history.json``, ``keep`` keeps the other files of a run re-saved in place
+        (``avar upgrade``)."""
+        weights = {}
         if self.video_model is not None:
-            save_file(_state(self.video_model), str(root / VIDEO_FILE))
+            weights[VIDEO_FILE] = _state(self.video_model)
         if self.audio_model is not None:
             tensors = _state(self.audio_model)
-            tensors["norm.low"] = torch.from_numpy(self.audio_norm.low)
-            tensors["norm.high"] = torch.from_numpy(self.audio_norm.high)
-            save_file(tensors, str(root / AUDIO_FILE))
-        write_json_atomic(root / CONFIG_FILE, {
+            tensors["norm.low"] = torch.from_numpy(np.ascontiguousarray(self.audio_norm.low))
+            tensors["norm.high"] = torch.from_numpy(np.ascontiguousarray(self.audio_norm.high))
+            weights[AUDIO_FILE] = tensors
+        config = {
             "method": METHOD,
             "learning": self.learning,
             "modality": self.config.modality,
@@ -260,36 +261,44 @@ class AERun(FeatureRun):
             "audio": self.audio_model.config.to_dict() if self.audio_model else None,
             "train": asdict(self.config),
             **self.meta,
-        })
-        return root
+        }
+        return save_run(root, weights=weights, config=config,
+                        files=None if history is None else {HISTORY_FILE: history}, keep=keep)
 
     @classmethod
     def load(cls, root: Path | str) -> "AERun":
         root = Path(root)
         path = root / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{root}: missing {CONFIG_FILE}; is this a run directory made by `avar train`?")
-        meta = json.loads(path.read_text())
+        meta = read_run_config(root)
         if meta.get("method") != METHOD:
             raise ValueError(
                 f"{path}: method is {meta.get('method')!r}, not {METHOD!r}; evaluate it with "
                 "`avar evaluate RUN_DIR FEATURES_DIR` instead of --data"
             )
-        config = AETrainConfig(**meta.pop("train"))
-        run = cls(config=config)
-        video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
-        meta.pop("method"), meta.pop("modality"), meta.pop("learning", None)
-        if video_cfg is not None:
-            run.video_model = VideoSeq2SeqAE(VideoAEConfig.from_dict(video_cfg))
-            run.video_model.load_state_dict(_load_weights(root / VIDEO_FILE))
-            run.video_model.eval()
-        if audio_cfg is not None:
-            tensors = _load_weights(root / AUDIO_FILE)
+        with reading_config(root, "autoencoder run"):
+            config = AETrainConfig(**meta.pop("train"))
+            run = cls(config=config)
+            video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
+            meta.pop("method"), meta.pop("modality"), meta.pop("learning", None)
+            if video_cfg is None and audio_cfg is None:
+                raise ValueError("it names neither a video nor an audio model")
+            if video_cfg is not None:
+                run.video_model = VideoSeq2SeqAE(VideoAEConfig.from_dict(video_cfg))
+            if audio_cfg is not None:
+                run.audio_model = AudioSeq2SeqAE(AudioAEConfig.from_dict(audio_cfg))
+            _check_stream(meta.get("stream"))
+        if run.video_model is not None:
+            load_state(run.video_model, load_weights(root, VIDEO_FILE, meta), root / VIDEO_FILE)
+        if run.audio_model is not None:
+            tensors = load_weights(root, AUDIO_FILE, meta)
+            if "norm.low" not in tensors or "norm.high" not in tensors:
+                raise ValueError(f"{root / AUDIO_FILE}: lacks the audio normalisation (norm.low, norm.high); retrain "
+                                 "the run or restore the run directory from a backup")
             run.audio_norm = MinMaxNormalizer(tensors.pop("norm.low").numpy(), tensors.pop("norm.high").numpy())
-            run.audio_model = AudioSeq2SeqAE(AudioAEConfig.from_dict(audio_cfg))
-            run.audio_model.load_state_dict(tensors)
-            run.audio_model.eval()
+            load_state(run.audio_model, tensors, root / AUDIO_FILE)
+        meta.pop(WEIGHTS_KEY, None)
         run.meta = meta
+        run.root = root
         return run
 
     def audio_features(self, loaded: LoadedVideo) -> np.ndarray:
@@ -350,10 +359,16 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path.parent}: missing {path.name}; the run directory is incomplete, train it again")
-    return load_file(str(path))
+def _check_stream(stream) -> None:
+    """A recorded stream calibration (absent on runs saved before it): a positive frame rate
+    and at least two finite, non-decreasing quantiles."""
+    if stream is None:
+        return
+    fps, quantiles = stream["fps"], np.asarray(stream["calibration"]["quantiles"], dtype=np.float64)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"stream.fps must be a finite frame rate > 0, got {fps!r}")
+    if quantiles.ndim != 1 or len(quantiles) < 2 or not np.isfinite(quantiles).all() or np.any(np.diff(quantiles) < 0):
+        raise ValueError("stream.calibration.quantiles must be at least two finite, non-decreasing numbers")
 
 
 def as_model_input(windows: np.ndarray, video: bool) -> torch.Tensor:

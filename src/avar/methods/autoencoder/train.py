@@ -21,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from avar.datasets.framefolders import FrameDataset, load_video, open_frame_dataset
-from avar.features.cache import write_json_atomic
 from avar.features.spectral import SPECTRAL_RATE, MinMaxNormalizer
 from avar.methods.autoencoder import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfig, VideoSeq2SeqAE, count_parameters
 from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.run import AERun, as_model_input, autocast_for, resolve_precision
+from avar.training.run import check_options, check_run_dir
 
 
 def retain_freed_memory() -> bool:
@@ -131,6 +131,10 @@ def train_autoencoder(
     with sound. Returns the saved :class:`AERun`.
     """
     config = config or AETrainConfig()
+    # AETrainConfig itself lets epochs be 0 and the rate be anything; a run needs both.
+    check_options(config, at_least={"batch_size": 1, **({"epochs": 1} if "v" in config.modality else {}),
+                                    **({"audio_epochs": 1} if "a" in config.modality else {})}, rates=("lr",))
+    check_run_dir(out_dir)
     dataset = data if isinstance(data, FrameDataset) else open_frame_dataset(data, audio_dir=audio_dir, seed=config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -191,8 +195,7 @@ def train_autoencoder(
         meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in shown]
         meta["calibration_seconds"] = round(time.perf_counter() - t0, 2)
     meta["train_seconds"] = round(time.perf_counter() - started, 2)
-    run.save(out_dir)
-    write_json_atomic(Path(out_dir) / "history.json", history)
+    run.save(out_dir, history=history)
     return run
 
 
@@ -211,6 +214,6 @@ def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
         raise ValueError(f"{dataset.root}: no training videos to calibrate on")
     run.calibrate([v.frames for v in loaded], loaded[0].fps, held_out=False)
     run.meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in loaded]
-    run.save(run_dir)
+    run.save(run_dir, keep=True)
     return run
 

@@ -8,19 +8,19 @@ training settings) and ``history.json``; no pickle anywhere.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from avar.features.cache import write_json_atomic
 from avar.methods.avaca import AVACA, DEFAULT_ALPHA, AVACAConfig, top_k_mask
 from avar.methods.avaca.mil import MILHead
 from avar.methods.heads import config_from_dict, head_type
-from avar.training.run import CONFIG_FILE, MODEL_FILE, FeatureRun, Normalization
+from avar.training.run import (CONFIG_FILE, HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization,
+                               check_extractors, check_window, load_state, load_weights, read_run_config,
+                               reading_config, save_run)
 
 
 WEAK_METHODS = ("avaca", "mil")
@@ -65,13 +65,12 @@ class WeakRun(FeatureRun):
     learning = "weak"
     classes = WEAK_CLASSES
 
-    def save(self, root: Path | str) -> Path:
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+    def save(self, root: Path | str, *, history: list[dict] | None = None, keep: bool = False) -> Path:
+        """Write the run directory whole (:func:`avar.training.run.save_run`); ``history``
+        goes to ``history.json``, ``keep`` keeps the other files of a run re-saved in place."""
         tensors = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()} | self.norm.to_tensors()
-        save_file(tensors, str(root / MODEL_FILE))
         kind = "avaca" if self.method == "avaca" else head_type(self.model_config)
-        write_json_atomic(root / CONFIG_FILE, {
+        config = {
             "method": self.method,
             "learning": self.learning,
             "model_type": kind,
@@ -81,42 +80,50 @@ class WeakRun(FeatureRun):
             "seq_len": self.seq_len,
             "extractors": self.extractors,
             **self.extra,
-        })
-        return root
+        }
+        return save_run(root, weights={MODEL_FILE: tensors}, config=config,
+                        files=None if history is None else {HISTORY_FILE: history}, keep=keep)
 
     @classmethod
     def load(cls, root: Path | str) -> "WeakRun":
         root = Path(root)
-        for name in (MODEL_FILE, CONFIG_FILE):
-            if not (root / name).is_file():
-                raise FileNotFoundError(f"{root}: missing {name}; is this a run directory made by `avar train`?")
-        meta = json.loads((root / CONFIG_FILE).read_text())
+        meta = read_run_config(root)
         method = meta.pop("method", None)
         if method not in WEAK_METHODS:
             raise ValueError(f"{root}: a '{method}' run, not a weakly supervised one ({', '.join(WEAK_METHODS)})")
         meta.pop("learning", None)
-        kind = meta.pop("model_type")
-        if method == "avaca":
-            config = AVACAConfig.from_dict(meta.pop("model"))
-            model = AVACA(config)
-        else:
-            config = config_from_dict(kind, meta.pop("model"))
-            model = MILHead(config)
-        tensors = load_file(str(root / MODEL_FILE))
-        norm = Normalization.pop_tensors(tensors)
-        model.load_state_dict(tensors)
-        model.eval()
-        return cls(model=model, method=method, model_config=config, norm=norm, step=meta.pop("step"),
-                   extractors=meta.pop("extractors"), alpha=meta.pop("alpha", DEFAULT_ALPHA),
-                   seq_len=meta.pop("seq_len", WINDOW), extra=meta)
+        with reading_config(root, "weakly supervised run"):
+            kind = meta.pop("model_type")
+            if method == "avaca":
+                config = AVACAConfig.from_dict(meta.pop("model"))
+                model = AVACA(config)
+            else:
+                config = config_from_dict(kind, meta.pop("model"))
+                model = MILHead(config)
+            step, extractors = meta.pop("step"), meta.pop("extractors")
+            alpha, seq_len = meta.pop("alpha", DEFAULT_ALPHA), meta.pop("seq_len", WINDOW)
+        check_window(root, seq_len, step)
+        check_extractors(root, extractors)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"{root / CONFIG_FILE}: alpha must be a finite number > 0, got {alpha!r}; retrain "
+                             "the run or restore the run directory from a backup")
+        tensors = load_weights(root, MODEL_FILE, meta)
+        meta.pop(WEIGHTS_KEY, None)
+        norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
+        load_state(model, tensors, root / MODEL_FILE)
+        run = cls(model=model, method=method, model_config=config, norm=norm, step=step, extractors=extractors,
+                  alpha=alpha, seq_len=seq_len, extra=meta)
+        run.root = root
+        return run
 
     @torch.inference_mode()
     def step_scores(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """Anomaly score in [0, 1] of every step of one clip, ``float [T]``, from the whole clip."""
         self.model.eval()
+        self.check_features(video, audio)
         v, a = self.norm.apply(video, audio)
         out = self.model(torch.from_numpy(v)[None], torch.from_numpy(a)[None], torch.ones(1, len(v), dtype=torch.bool))
-        return out.scores[0].double().numpy()
+        return self.check_finite(out.scores[0].double().numpy())
 
     @torch.inference_mode()
     def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
+from avar.features.cache import FeatureSet, StepFeatures
 from avar.metrics.classification import roc_auc
 from avar.methods.avaca import AVACA, DEFAULT_ALPHA, AVACAConfig, avaca_loss
 from avar.methods.avaca.mil import MIL_CLASSES, MILHead
 from avar.methods.avaca.run import NORMAL, WEAK_METHODS, WINDOW, WeakRun, top_k_video_scores
 from avar.methods.avarnet import count_parameters
 from avar.methods.heads import head_config
-from avar.training.run import Normalization
+from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import seed_everything
 
 
@@ -80,8 +80,8 @@ class WeakTrainConfig:
     def __post_init__(self) -> None:
         if self.method not in WEAK_METHODS:
             raise ValueError(f"weak training method must be one of {WEAK_METHODS}, got {self.method!r}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (one normal and one anomalous video), got {self.batch_size}")
+        # two videos a batch at least: one normal and one anomalous
+        check_options(self, at_least={"epochs": 1, "batch_size": 2, "window": 1, "max_steps": 1}, rates=("lr", "alpha"))
 
 
 def video_labels(clips: list[StepFeatures] | list[dict]) -> np.ndarray:
@@ -229,6 +229,7 @@ def train_weak(
     random splits of one cache (the MAVAD protocol) need no re-extraction.
     """
     config = config or WeakTrainConfig()
+    check_run_dir(out_dir)
     seed_everything(config.seed)
     records = [dict(c, split=splits.get(c["clip_id"], "unused")) if splits else c for c in features.clips]
     train_rec = [c for c in records if c["split"] == "train"]
@@ -291,7 +292,5 @@ def train_weak(
             "n_train": {"normal": int((y_train == 0).sum()), "anomalous": int(y_train.sum())},
         },
     )
-    out_dir = Path(out_dir)
-    run.save(out_dir)
-    write_json_atomic(out_dir / "history.json", history)
+    run.save(out_dir, history=history)
     return run

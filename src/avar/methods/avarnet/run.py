@@ -3,17 +3,16 @@ feature normalisation, saved as a run directory (layout in ``avar.training.run``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from avar.features.cache import write_json_atomic
 from avar.methods.heads import HeadConfig, build_head, config_from_dict, head_type
-from avar.training.run import CONFIG_FILE, LABELS_FILE, MODEL_FILE, FeatureRun, Normalization
+from avar.training.run import (HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization, check_extractors,
+                               check_window, load_state, load_weights, read_labels, read_run_config, reading_config,
+                               save_run)
 from avar.training.sequences import make_sequences
 
 
@@ -35,12 +34,11 @@ class Run(FeatureRun):
     extra: dict = field(default_factory=dict)
     """Training arguments and anything else worth recording."""
 
-    def save(self, root: Path | str) -> Path:
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+    def save(self, root: Path | str, *, history: list[dict] | None = None, keep: bool = False) -> Path:
+        """Write the run directory whole (:func:`avar.training.run.save_run`); ``history``
+        goes to ``history.json``, ``keep`` keeps the other files of a run re-saved in place."""
         tensors = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()} | self.norm.to_tensors()
-        save_file(tensors, str(root / MODEL_FILE))
-        write_json_atomic(root / CONFIG_FILE, {
+        config = {
             "method": "avarnet",
             "learning": self.learning,
             "head_type": head_type(self.config),
@@ -49,36 +47,39 @@ class Run(FeatureRun):
             "step": self.step,
             "extractors": self.extractors,
             **self.extra,
-        })
-        write_json_atomic(root / LABELS_FILE, self.classes)
-        return root
+        }
+        return save_run(root, weights={MODEL_FILE: tensors}, config=config, labels=self.classes,
+                        files=None if history is None else {HISTORY_FILE: history}, keep=keep)
 
     @classmethod
     def load(cls, root: Path | str) -> "Run":
         root = Path(root)
-        for name in (MODEL_FILE, CONFIG_FILE, LABELS_FILE):
-            if not (root / name).is_file():
-                raise FileNotFoundError(f"{root}: missing {name}; is this a run directory made by `avar train`?")
-        meta = json.loads((root / CONFIG_FILE).read_text())
+        meta = read_run_config(root)
         if meta.get("method", "avarnet") != "avarnet":
             raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; load any run with "
                              "avar.runs.load_run")
-        tensors = load_file(str(root / MODEL_FILE))
-        norm = Normalization.pop_tensors(tensors)
-        config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
-        head = build_head(config)
-        head.load_state_dict(tensors)
-        head.eval()
-        return cls(
+        with reading_config(root, "supervised run"):
+            config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
+            seq_len, step, extractors = meta.pop("seq_len"), meta.pop("step"), meta.pop("extractors")
+            head = build_head(config)
+        check_window(root, seq_len, step)
+        check_extractors(root, extractors)
+        classes = read_labels(root, config.num_classes)
+        tensors = load_weights(root, MODEL_FILE, meta)
+        norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
+        load_state(head, tensors, root / MODEL_FILE)
+        run = cls(
             head=head,
             config=config,
-            classes=json.loads((root / LABELS_FILE).read_text()),
+            classes=classes,
             norm=norm,
-            seq_len=meta.pop("seq_len"),
-            step=meta.pop("step"),
-            extractors=meta.pop("extractors"),
-            extra={k: v for k, v in meta.items() if k not in ("method", "learning")},
+            seq_len=seq_len,
+            step=step,
+            extractors=extractors,
+            extra={k: v for k, v in meta.items() if k not in ("method", "learning", WEIGHTS_KEY)},
         )
+        run.root = root
+        return run
 
     @torch.inference_mode()
     def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -97,4 +98,4 @@ class Run(FeatureRun):
         out = self.head(None if drop == "video" else batch.video, None if drop == "audio" else batch.audio, batch.mask)
         clip_p = torch.softmax(out.clip_logits, -1).numpy().astype(np.float64)
         n_real = batch.mask.sum(1).numpy()
-        return (clip_p * n_real[:, None]).sum(0) / n_real.sum()
+        return self.check_finite((clip_p * n_real[:, None]).sum(0) / n_real.sum())

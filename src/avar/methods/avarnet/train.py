@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
+from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.avarnet import avarnet_loss, count_parameters
 from avar.methods.heads import build_head, has_branches, head_config
 from avar.methods.avarnet.run import Run
-from avar.training.run import Normalization
+from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
 from avar.methods.avarnet.stream_selection import select_streams
@@ -119,6 +119,7 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'cosine' or 'plateau', got {self.schedule!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+        check_options(self, at_least={"seq_len": 1, "epochs": 1, "batch_size": 1}, rates=("lr",))
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -257,6 +258,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     """Train a sequence head on the cache's ``train`` split, select on ``val`` (and with
     ``config.refit`` train again on both), save the run."""
     config = config or TrainConfig()
+    check_run_dir(out_dir)
     seed_everything(config.seed)
     classes = features.classes
     train = features.split("train")
@@ -327,7 +329,5 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "stream_selection": selection.to_dict() if selection else None,
         },
     )
-    out_dir = Path(out_dir)
-    run.save(out_dir)
-    write_json_atomic(out_dir / "history.json", history)
+    run.save(out_dir, history=history)
     return run
