@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from avar.anonymize.cover import AnonymizeConfig, Anonymizer, Persistence, cover
 from avar.anonymize.detect import Box, build_detector
-from avar.anonymize.files import anonymize_file, anonymize_path
+from avar.anonymize.files import anonymize_file
 from avar.cli import main
 from avar.media.synth import write_av_file
 

@@ -16,7 +16,6 @@ from avar.cli import main
 from avar.datasets.folders import discover
 from avar.features import build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
-from avar.media.decode import MediaError
 from avar.media.synth import write_av_file
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.serve.events import Event, EventConfig, thumbnail_path
