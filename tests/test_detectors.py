@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 
 from avar.cli import main
-from avar.datasets.folders import discover
-from avar.features import build_extractor
-from avar.features.cache import FeatureSet, extract_dataset
 from avar.serve.predict import Predictor
 from avar.serve.events import EventConfig
 from avar.serve.store import EventStore
@@ -18,7 +15,7 @@ from avar.runs import load_run, run_method
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.training.sequences import centred_start, make_sequences, pad_windows
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
-from test_watch import _clip
+from test_watch import _clip, tone_cache
 
 SEQ_LEN = 4
 
@@ -27,13 +24,7 @@ SEQ_LEN = 4
 def runs(tmp_path_factory):
     """A supervised and a weakly supervised run on the same small cache, windows of 4 steps."""
     root = tmp_path_factory.mktemp("detectors")
-    for i in range(3):
-        _clip(root / "data" / "normal" / f"n{i}.mp4", seconds=4, tone=None, seed=i)
-        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=(1, 3), seed=10 + i)
-    entries = discover(root / "data", test_fraction=0, val_fraction=0)
-    extract_dataset(entries, root / "feat", build_extractor("efficientnet-lite0"), build_extractor("logmel"),
-                    progress=False)
-    features = FeatureSet.open(root / "feat")
+    features = tone_cache(root, per_class=3, tone=(1, 3))
     head = {"num_stages": 1, "num_layers": 2, "num_f_maps": 8, "attention": False}
     train_head(features, root / "avarnet", TrainConfig(epochs=3, min_steps=0, seq_len=SEQ_LEN, head=head,
                                                        select_streams=False), progress=False)

@@ -13,31 +13,13 @@ import numpy as np
 import pytest
 
 from avar.cli import main
-from avar.datasets.folders import discover
-from avar.features import build_extractor
-from avar.features.cache import FeatureSet, extract_dataset
-from avar.media.synth import write_av_file
-from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.serve.events import Event, EventConfig, thumbnail_path
 from avar.serve.store import APPLICATION_ID, EventStore
+from test_watch import _clip, tone_run
 from avar.serve.watch import Watcher
 
-FPS, RATE = 10, 22_050
 EVERY_STEP = EventConfig(threshold=0.0, release=0.0, min_duration=0.0)
 """Thresholds at zero: every step is anomalous, so a source's steps make one event."""
-
-
-def _clip(path, seconds=6, tone=(2, 4), seed=0):
-    """Noisy frames and sound, brighter and with a 1 kHz tone during ``tone`` seconds (as in test_watch)."""
-    rng = np.random.default_rng(seed)
-    frames = np.clip(rng.normal(40, 20, (seconds * FPS, 32, 48, 3)), 0, 255).astype(np.uint8)
-    t = np.arange(int(seconds * RATE)) / RATE
-    audio = 0.01 * rng.standard_normal(len(t))
-    if tone is not None:
-        on = (t >= tone[0]) & (t < tone[1])
-        audio[on] += 0.8 * np.sin(2 * np.pi * 1000 * t[on])
-        frames[tone[0] * FPS : tone[1] * FPS] = np.clip(frames[tone[0] * FPS : tone[1] * FPS] + 120, 0, 255)
-    return write_av_file(path, frames, FPS, audio.astype(np.float32), RATE)
 
 
 def _remux(src, dst):
@@ -54,15 +36,7 @@ def _remux(src, dst):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    for i in range(2):
-        _clip(root / "data" / "normal" / f"n{i}.mp4", seconds=4, tone=None, seed=i)
-        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=(0, 4), seed=10 + i)
-    entries = discover(root / "data", test_fraction=0, val_fraction=0)
-    extract_dataset(entries, root / "feat", build_extractor("efficientnet-lite0"), build_extractor("logmel"), progress=False)
-    head = {"num_stages": 1, "num_layers": 3, "num_f_maps": 8, "attention": False}
-    train_head(FeatureSet.open(root / "feat"), root / "run", TrainConfig(epochs=5, head=head), progress=False)
-    return root / "run"
+    return tone_run(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="module")

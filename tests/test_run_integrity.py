@@ -28,7 +28,7 @@ from avar.runs import load_run
 from avar.serve.predict import output_names
 from test_detectors import _block_video
 from test_seq2seq_ae import TINY_VIDEO
-from test_watch import _clip
+from test_watch import _clip, tone_cache
 
 METHODS = ("avarnet", "avaca", "autoencoder")
 WEIGHTS = {"avarnet": "model.safetensors", "avaca": "model.safetensors", "autoencoder": "video.safetensors"}
@@ -40,13 +40,7 @@ TINY_TRAIN = ["--epochs", "1", "--stages", "1", "--layers", "2", "--f-maps", "8"
 def runs(tmp_path_factory):
     """One small run of each method, the feature cache and data they came from, and a clip."""
     root = tmp_path_factory.mktemp("integrity")
-    for i in range(3):
-        _clip(root / "data" / "normal" / f"n{i}.mp4", seconds=4, tone=None, seed=i)
-        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=(1, 3), seed=10 + i)
-    entries = discover(root / "data", test_fraction=0, val_fraction=0)
-    extract_dataset(entries, root / "feat", build_extractor("efficientnet-lite0"), build_extractor("logmel"),
-                    progress=False)
-    features = FeatureSet.open(root / "feat")
+    features = tone_cache(root, per_class=3, tone=(1, 3))
     with pytest.warns(UserWarning, match="no val clips"):
         train_head(features, root / "avarnet", TrainConfig(epochs=2, min_steps=0, seq_len=4, head=HEAD,
                                                            select_streams=False), progress=False)

@@ -32,17 +32,27 @@ def _clip(path, seconds=6, tone=(2, 4), brightness=40, seed=0, audio_start=0.0):
     return write_av_file(path, frames, FPS, audio.astype(np.float32), RATE, audio_start_s=audio_start)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("watch")
-    for i in range(2):
+def tone_cache(root, per_class=2, tone=(0, 4)) -> FeatureSet:
+    """``root/data``: 4-s clips, ``normal`` quiet and ``tone`` with a bright 1 kHz stretch;
+    ``root/feat``: their features (the offline extractors), all in the train split."""
+    for i in range(per_class):
         _clip(root / "data" / "normal" / f"n{i}.mp4", seconds=4, tone=None, seed=i)
-        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=(0, 4), seed=10 + i)
+        _clip(root / "data" / "tone" / f"t{i}.mp4", seconds=4, tone=tone, seed=10 + i)
     entries = discover(root / "data", test_fraction=0, val_fraction=0)
     extract_dataset(entries, root / "feat", build_extractor("efficientnet-lite0"), build_extractor("logmel"), progress=False)
+    return FeatureSet.open(root / "feat")
+
+
+def tone_run(root):
+    """A small supervised run on :func:`tone_cache` clips: ``root/run``."""
     head = {"num_stages": 1, "num_layers": 3, "num_f_maps": 8, "attention": False}
-    train_head(FeatureSet.open(root / "feat"), root / "run", TrainConfig(epochs=5, head=head), progress=False)
+    train_head(tone_cache(root), root / "run", TrainConfig(epochs=5, head=head), progress=False)
     return root / "run"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tone_run(tmp_path_factory.mktemp("watch"))
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,22 @@ def anonymize_config(args):
 
     return AnonymizeConfig(faces=args.faces, plates=args.plates, mode=args.cover, margin=args.margin, hold=args.hold,
                            lead=args.lead, every=args.detect_every, detect_width=args.detect_width)
+
+
+def add_extractor_options(p, step_default: float) -> None:
+    """The backbones, their weights, the step and the runtime of a command that extracts features."""
+    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
+
+    p.add_argument("--video", default=DEFAULT_VIDEO, help=f"video extractor (default {DEFAULT_VIDEO})")
+    p.add_argument("--audio", default=DEFAULT_AUDIO, help=f"audio extractor (default {DEFAULT_AUDIO})")
+    p.add_argument("--video-weights", help="local directory or Hugging Face id of the video weights")
+    p.add_argument("--audio-weights", help="local directory or Hugging Face id of the audio weights")
+    p.add_argument("--step", type=float, default=step_default, help=f"seconds per time step (default {step_default:g})")
+    p.add_argument("--runtime", choices=runtime_choices(), default="auto", help=RUNTIME_HELP)
+
+
+def extractors_from_args(args) -> tuple:
+    from avar.features import build_extractor
+
+    return (build_extractor(args.video, args.video_weights, runtime=args.runtime),
+            build_extractor(args.audio, args.audio_weights, runtime=args.runtime))

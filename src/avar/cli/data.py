@@ -1,12 +1,12 @@
-"""``avar`` commands: preparing data: the synthetic benchmark, feature extraction, XD-Violence's lists."""
+"""``avar`` commands: preparing data: the synthetic benchmark, feature extraction, anonymisation, XD-Violence's lists."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from avar.cli.common import (RUNTIME_HELP, add_anonymize_options, anonymize_config, default_of, emit,
-                             print_json, runtime_choices)
+from avar.cli.common import (add_anonymize_options, add_extractor_options, anonymize_config, default_of, emit,
+                             extractors_from_args, print_json)
 
 
 def cmd_synth(args) -> int:
@@ -34,12 +34,10 @@ def cmd_extractors(args) -> int:
 
 def cmd_extract(args) -> int:
     from avar.datasets.folders import scan
-    from avar.features import build_extractor
     from avar.features.cache import extract_dataset, summary_dict
 
     listing = scan(args.data_dir, seed=args.seed, splits_csv=args.splits)
-    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
-    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    video, audio = extractors_from_args(args)
     summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
                               video_weights=args.video_weights, audio_weights=args.audio_weights,
                               progress=not args.quiet, unlisted=listing.skipped,
@@ -96,11 +94,9 @@ def cmd_anonymize(args) -> int:
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.datasets.folders import scan
-    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
     from avar.features.cache import extract_dataset
     from avar.media.synth import synthesize
 
-    RUNTIME_CHOICES = runtime_choices()
     p = command("synth", cmd_synth, "write the built-in synthetic audio-visual benchmark (MP4 files)")
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=default_of(synthesize, "seed"))
@@ -116,15 +112,9 @@ def add_commands(command) -> None:
     p = command("extract", cmd_extract, "decode media and cache per-step features")
     p.add_argument("data_dir", help="DATA_DIR/<class>/<clip>.<ext>, optionally with splits.csv")
     p.add_argument("--out", required=True, help="FEATURES_DIR")
-    p.add_argument("--video", default=DEFAULT_VIDEO, help=f"video extractor (default {DEFAULT_VIDEO})")
-    p.add_argument("--audio", default=DEFAULT_AUDIO, help=f"audio extractor (default {DEFAULT_AUDIO})")
-    p.add_argument("--video-weights", help="local directory or Hugging Face id of the video weights")
-    p.add_argument("--audio-weights", help="local directory or Hugging Face id of the audio weights")
-    step = default_of(extract_dataset, "step")
-    p.add_argument("--step", type=float, default=step, help=f"seconds per time step (default {step:g})")
+    add_extractor_options(p, default_of(extract_dataset, "step"))
     p.add_argument("--seed", type=int, default=default_of(scan, "seed"), help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     add_anonymize_options(p, switch=True)
     p.add_argument("--json", action="store_true")
 

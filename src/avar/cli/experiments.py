@@ -1,11 +1,12 @@
-"""``avar`` commands: the paper studies and the demo: ablations, MAVAD scenes, reports."""
+"""``avar`` commands: the paper studies and the demo: ablations, MAVAD scenes, the privacy cost, reports."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from avar.cli.common import RUNTIME_HELP, add_anonymize_options, anonymize_config, default_of, emit, runtime_choices
+from avar.cli.common import (add_anonymize_options, add_extractor_options, anonymize_config, default_of, emit,
+                             extractors_from_args)
 
 
 def cmd_ablate(args) -> int:
@@ -25,12 +26,10 @@ def cmd_ablate(args) -> int:
 
 def cmd_scenes(args) -> int:
     """``avar scenes DATA_DIR --out DIR``: the MAVAD protocol, per scene mean +- std over random splits."""
-    from avar.features import build_extractor
     from avar.experiments.scenes import extract_scenes, run_scene_protocol, scenes_markdown
     from avar.methods.avaca.train import WeakTrainConfig
 
-    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
-    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    video, audio = extractors_from_args(args)
     scenes, failures = extract_scenes(args.data_dir, Path(args.out) / "features", video, audio, step=args.step,
                                       progress=not args.quiet)
     for failure in failures:
@@ -66,10 +65,8 @@ def cmd_demo(args) -> int:
 def cmd_privacy_cost(args) -> int:
     """``avar privacy-cost DATA_DIR --out DIR``: paper Table V, raw vs anonymised media."""
     from avar.experiments.privacy import privacy_markdown, run_privacy_cost
-    from avar.features import build_extractor
 
-    video = build_extractor(args.video, args.video_weights, runtime=args.runtime)
-    audio = build_extractor(args.audio, args.audio_weights, runtime=args.runtime)
+    video, audio = extractors_from_args(args)
     result = run_privacy_cost(args.data_dir, args.out, video, audio, step=args.step, config=anonymize_config(args),
                               seeds=args.seeds, epochs=args.epochs, progress=not args.quiet)
     return emit(args, result, privacy_markdown(result))
@@ -80,9 +77,7 @@ def add_commands(command) -> None:
     from avar.experiments.demo import run_demo
     from avar.experiments.privacy import run_privacy_cost
     from avar.experiments.scenes import extract_scenes, run_scene_protocol
-    from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
 
-    RUNTIME_CHOICES = runtime_choices()
     p = command("ablate", cmd_ablate, "the paper's ablations: heads x modalities, sequence lengths, early vs late fusion")
     p.add_argument("features_dir")
     p.add_argument("--out", required=True, help="ABLATION_DIR (a rerun resumes it)")
@@ -104,12 +99,7 @@ def add_commands(command) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=default_of(run_scene_protocol, "seed"))
-    p.add_argument("--video", default=DEFAULT_VIDEO)
-    p.add_argument("--audio", default=DEFAULT_AUDIO)
-    p.add_argument("--video-weights")
-    p.add_argument("--audio-weights")
-    p.add_argument("--step", type=float, default=default_of(extract_scenes, "step"))
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    add_extractor_options(p, default_of(extract_scenes, "step"))
     p.add_argument("--json", action="store_true")
 
     p = command("privacy-cost", cmd_privacy_cost, "what anonymisation costs (MAVAD Table V): extract DATA_DIR raw "
@@ -118,12 +108,7 @@ def add_commands(command) -> None:
     p.add_argument("--out", required=True, help="OUT_DIR: both caches, the runs, privacy.json and privacy.md")
     p.add_argument("--seeds", type=int, default=default_of(run_privacy_cost, "seeds"))
     p.add_argument("--epochs", type=int, help="training epochs (default: each method's)")
-    p.add_argument("--video", default=DEFAULT_VIDEO)
-    p.add_argument("--audio", default=DEFAULT_AUDIO)
-    p.add_argument("--video-weights")
-    p.add_argument("--audio-weights")
-    p.add_argument("--step", type=float, default=default_of(run_privacy_cost, "step"))
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
+    add_extractor_options(p, default_of(run_privacy_cost, "step"))
     add_anonymize_options(p, switch=False)
     p.add_argument("--json", action="store_true")
 

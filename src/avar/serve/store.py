@@ -139,23 +139,9 @@ class EventStore:
         ``source`` keeps one source's (none for an unknown one); ``since``/``until`` keep gaps with
         ``since <= start < until``; ``limit`` keeps the first N.
         """
-        where, params = [], []
-        for clause, value in (("s.uri = ?", source), ('g."start" >= ?', since), ('g."start" < ?', until)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = 'SELECT s.uri AS source, g."start", g."end" FROM gaps g JOIN sources s ON s.id = g.source_id'
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += ' ORDER BY s.id, g."start"'
-        if limit is not None:
-            if limit < 1:
-                raise ValueError(f"limit must be a positive number of gaps, got {limit}")
-            sql += " LIMIT ?"
-            params.append(limit)
-        cur = self._db.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+        return self._select('SELECT s.uri AS source, g."start", g."end" FROM gaps g JOIN sources s ON s.id = g.source_id',
+                            (("s.uri = ?", source), ('g."start" >= ?', since), ('g."start" < ?', until)),
+                            's.id, g."start"', limit, "gaps")
 
     def sources(self) -> list[dict]:
         """Every source with its bookkeeping columns; ``error`` is why its latest watch failed, else None."""
@@ -184,20 +170,22 @@ class EventStore:
         ``since``/``until`` keep events with ``since <= start < until`` (seconds); ``min_score`` keeps
         ``peak_score >= min_score``; ``limit`` keeps the first N after filtering.
         """
-        where, params = [], []
-        for clause, value in (("e.label = ?", label), ("s.uri = ?", source), ('e."start" >= ?', since),
-                              ('e."start" < ?', until), ("e.peak_score >= ?", min_score)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = ('SELECT e.id, s.uri AS source, e."start", e."end", e.label, e.peak_score, e.peak_time, '
-               "e.thumbnail, e.created FROM events e JOIN sources s ON s.id = e.source_id")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += ' ORDER BY e."start", e.id'
+        return self._select('SELECT e.id, s.uri AS source, e."start", e."end", e.label, e.peak_score, e.peak_time, '
+                            "e.thumbnail, e.created FROM events e JOIN sources s ON s.id = e.source_id",
+                            (("e.label = ?", label), ("s.uri = ?", source), ('e."start" >= ?', since),
+                             ('e."start" < ?', until), ("e.peak_score >= ?", min_score)),
+                            'e."start", e.id', limit, "events")
+
+    def _select(self, sql: str, filters, order: str, limit: int | None, what: str) -> list[dict]:
+        """Rows of ``sql`` as dicts, with the ``(clause, value)`` filters whose value is given."""
+        given = [(clause, value) for clause, value in filters if value is not None]
+        if given:
+            sql += " WHERE " + " AND ".join(clause for clause, _ in given)
+        sql += f" ORDER BY {order}"
+        params = [value for _, value in given]
         if limit is not None:
             if limit < 1:
-                raise ValueError(f"limit must be a positive number of events, got {limit}")
+                raise ValueError(f"limit must be a positive number of {what}, got {limit}")
             sql += " LIMIT ?"
             params.append(limit)
         cur = self._db.execute(sql, params)
