@@ -190,6 +190,27 @@ def test_a_file_cut_part_way_is_an_error_of_that_source_with_its_decoded_part_ke
     assert (events["a_cut.mp4"]["start"], events["a_cut.mp4"]["end"]) == (0.0, records[decoded - 1].end)
 
 
+def test_a_source_that_always_fails_at_the_same_point_is_not_replayed_forever(fresh, media, tmp_path, caplog):
+    """A damaged file read as a stream (reconnecting): each connection fails at its damage, so
+    after REPLAY_LIMIT such connections the source is an error, whatever max_retries allows."""
+    from avar.serve.watch import REPLAY_LIMIT
+
+    data = media["mp4"].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    opened = []
+
+    def counting(url):
+        opened.append(url)
+        return av.open(url)
+
+    fresh.opener, fresh.max_retries = counting, 50
+    with pytest.raises(Exception, match="connections in a row failed at the same point"):
+        list(fresh.watch(str(cut), reconnect=True))
+    assert len(opened) == REPLAY_LIMIT
+    assert "a damaged file or response, not a dropped stream" in fresh.failures[0]["reason"]
+
+
 def test_a_single_cut_file_fails_through_the_cli_and_is_marked_in_the_store(run_dir, media, tmp_path, capsys):
     data = media["mp4"].read_bytes()
     cut = tmp_path / "cut.mp4"

@@ -51,6 +51,11 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0
 """Seconds; the back-off stops doubling here."""
 FOLLOW_POLL = 0.1
+REPLAY_LIMIT = 3
+"""Connections that deliver media and then fail at the same point of the source (within a
+step) before it is taken for a broken file rather than a dropped stream: a live stream's
+reconnections fail wherever the network does, a damaged file or response always at its damage,
+and reconnecting to it would replay it forever."""
 """Seconds between looks at a followed file's size while waiting at its end."""
 
 class Watcher:
@@ -186,7 +191,9 @@ class Watcher:
         last_end: float | None = None
         dropped_at: float | None = None  # wall clock of the last drop
         retries = 0
+        failed_at: list[float] = []  # where each connection that delivered media failed, in its own time
         while True:
+            connection_end: float | None = None
             window = _Window(self)
             try:
                 steps = self._steps(uri, opener)
@@ -203,6 +210,7 @@ class Watcher:
                             self.store.add_source(uri, "file" if Path(uri).is_file() else "stream")
                         registered = True
                         last_end = media.end + offset
+                        connection_end = media.end
                     if offset:
                         group = [(replace(m, time=round(m.time + offset, 6), end=round(m.end + offset, 6)), ready)
                                  for m, ready in group]
@@ -215,7 +223,14 @@ class Watcher:
             except MediaError as exc:
                 for record in window.finish():
                     yield self._emit(record, detector, frames)
-                if not reconnect or retries >= self.max_retries:
+                if connection_end is not None:
+                    same = failed_at and abs(failed_at[-1] - connection_end) <= self.run.step
+                    failed_at = [*failed_at, connection_end] if same else [connection_end]
+                if len(failed_at) >= REPLAY_LIMIT:
+                    exc = MediaError(uri, f"{exc.reason}; {len(failed_at)} connections in a row failed at the same "
+                                          f"point ({connection_end:g} s into the source): a damaged file or "
+                                          "response, not a dropped stream")
+                if not reconnect or retries >= self.max_retries or len(failed_at) >= REPLAY_LIMIT:
                     self._close(detector.flush(), frames)
                     _warn_if_changed(uri, before, last_end)
                     if not registered:
