@@ -295,3 +295,14 @@ def test_a_file_in_the_way_of_an_output_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'taken'}") and "a file is in the way of a folder" in err
     assert "Traceback" not in err
+
+
+def test_thumbnails_follow_the_umask(tmp_path):
+    from avar.serve.events import save_thumbnail
+
+    old = os.umask(0o027)
+    try:
+        path = save_thumbnail(np.zeros((8, 8, 3), np.uint8), tmp_path / "t.jpg")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

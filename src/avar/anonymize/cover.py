@@ -64,7 +64,6 @@ def cover(frame: np.ndarray, boxes: list[Box], mode: str = "blur", margin: float
 class _Track:
     box: Box
     last_seen: int
-    first_seen: int
 
 
 @dataclass
@@ -73,8 +72,8 @@ class Persistence:
 
     ``update(t, detections)`` takes frame ``t``'s detections and returns the boxes to cover in
     it: the detections, plus every track not matched this frame but seen within ``hold``
-    frames (its last box, marked ``held``). ``lead_boxes(t)`` gives the boxes of tracks born
-    at ``t``, for the ``lead`` frames before it.
+    frames (its last box, score 0: held), and the boxes of tracks born at ``t``, which the
+    caller covers in the ``lead`` frames before it.
     """
 
     hold: int = 5
@@ -92,7 +91,7 @@ class Persistence:
                 best.box, best.last_seen = box, t
                 free.remove(best)
             else:
-                self.tracks.append(_Track(box, t, t))
+                self.tracks.append(_Track(box, t))
                 born.append(box)
         self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.hold]
         held = [Box(tr.box.x0, tr.box.y0, tr.box.x1, tr.box.y1, tr.box.kind, 0.0)
@@ -125,7 +124,7 @@ class Anonymizer:
             raise ValueError("every must be >= 1 and hold, lead and margin >= 0")
         self.detectors, self.mode, self.margin, self.every = detectors, mode, margin, every
         self.persistence = Persistence(hold=max(hold, every - 1), lead=lead)
-        self.pending: collections.deque = collections.deque()  # (index, frame, regions)
+        self.pending: collections.deque = collections.deque()  # (index, frame, [(box, source), ...])
         self.count = 0
 
     def detect(self, frame: np.ndarray) -> list[Box]:
@@ -136,11 +135,10 @@ class Anonymizer:
         self.count += 1
         found = self.detect(frame) if t % self.every == 0 else []
         boxes, born = self.persistence.update(t, found)
-        regions = [{"box": b.as_list(), "source": "detected" if b.score > 0 else "held"} for b in boxes]
         for index, _, earlier in self.pending:
             if t - index <= self.persistence.lead:
-                earlier.extend({"box": b.as_list(), "source": "lead"} for b in born)
-        self.pending.append((t, frame, regions))
+                earlier.extend((b, "lead") for b in born)
+        self.pending.append((t, frame, [(b, "detected" if b.score > 0 else "held") for b in boxes]))
         return list(self._release(lambda index: t - index >= self.persistence.lead))
 
     def finish(self) -> list[Covered]:
@@ -149,8 +147,8 @@ class Anonymizer:
     def _release(self, ready) -> Iterator[Covered]:
         while self.pending and ready(self.pending[0][0]):
             index, frame, regions = self.pending.popleft()
-            boxes = [Box(*r["box"][:4], r["box"][4], r["box"][5]) for r in regions]
-            yield Covered(index, cover(frame, boxes, self.mode, self.margin), regions)
+            yield Covered(index, cover(frame, [b for b, _ in regions], self.mode, self.margin),
+                          [{"box": b.as_list(), "source": source} for b, source in regions])
 
     def frame(self, frame: np.ndarray) -> np.ndarray:
         """Detect and cover one frame on its own, no tracking (steps a second apart, thumbnails)."""

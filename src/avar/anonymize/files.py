@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -64,8 +65,6 @@ def output_name(source: Path) -> str:
 def anonymize_file(source: Path | str, output: Path | str, anonymizer: Anonymizer, *, mute_speech: bool = False,
                    progress: bool = False) -> AnonymizeResult:
     """Write ``output`` (and ``output`` + ``.regions.json``): ``source`` with every region covered."""
-    import time
-
     source, output = Path(source), Path(output)
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
         raise MediaError(source, f"not a video file (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
 from avar.datasets.folders import ClipEntry, clip_path_of
@@ -99,6 +100,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def safe_file_name(text: str, limit: int = 64) -> str:
+    """``text`` (from data: a URL, a file name, a label) as one plain file-name part: runs of
+    anything but letters, digits, ``.``, ``-`` and ``_`` become ``_``, no leading or trailing
+    ``.``/``_`` (so no hidden files, no ``..``), at most ``limit`` characters (a file name holds
+    255 bytes), never empty. Callers add a digest where distinct texts must stay distinct."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit]
+    return safe or "_"
+
+
 def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
@@ -126,9 +136,7 @@ def _clip_file(out_dir: Path, clip_id: str) -> Path:
     name = clip_id
     if (not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
             or len(name.encode()) > NAME_BYTES):
-        digest = hashlib.sha256(clip_id.encode()).hexdigest()[:16]
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in clip_id)[-80:].lstrip(".")
-        name = f"{safe}-{digest}"
+        name = f"{safe_file_name(clip_id, 80)}-{hashlib.sha256(clip_id.encode()).hexdigest()[:16]}"
     return out_dir / "clips" / f"{name}.safetensors"
 
 
@@ -158,16 +166,11 @@ def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
 
 
 def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, times: np.ndarray) -> dict:
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
+    write_atomic(path, save(
         {"video": np.ascontiguousarray(video, np.float32), "audio": np.ascontiguousarray(audio, np.float32),
          "times": np.ascontiguousarray(times, np.float64)},
-        str(tmp),
         metadata={"record": json.dumps(record)},
-    )
-    os.chmod(tmp, NEW_FILE_MODE & ~_umask())  # safetensors writes 0600
-    os.replace(tmp, path)
+    ))
     return record
 
 

@@ -21,15 +21,14 @@ Semantics (all times in seconds on the source's own timeline, as in ``StepRecord
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from avar.features.cache import safe_file_name, write_atomic
 
 # Step times are rounded to milliseconds upstream; compare durations with this slack so that
 # 0.1 + 0.2 style sums do not flip a boundary decision.
@@ -196,16 +195,10 @@ def thumbnail_path(folder: Path | str, source: str, start: float, label: str) ->
     folder = Path(folder)
     stem = Path(urlsplit(source).path if "://" in source else source).stem
     digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    path = folder / f"{_file_name_part(stem)}-{digest}_{start:09.3f}_{_file_name_part(label)}.jpg"
+    path = folder / f"{safe_file_name(stem)}-{digest}_{start:09.3f}_{safe_file_name(label)}.jpg"
     if path.resolve().parent != folder.resolve():
         raise ValueError(f"thumbnail {path} would be written outside {folder}; remove what is at that name")
     return path
-
-
-def _file_name_part(text: str, limit: int = 64) -> str:
-    # Kept short: a file name is at most 255 bytes, and a stem and a label share one.
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit]
-    return safe or "_"
 
 
 def save_thumbnail(frame_rgb: np.ndarray, path: Path | str, quality: int = 90) -> Path:
@@ -220,13 +213,5 @@ def save_thumbnail(frame_rgb: np.ndarray, path: Path | str, quality: int = 90) -
     if not ok:
         raise RuntimeError(f"thumbnail {path}: OpenCV could not encode the frame as JPEG")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, buf.tobytes())
     return path

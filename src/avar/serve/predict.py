@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avar.features.cache import features_from_steps, write_atomic, write_json_atomic
+from avar.features.cache import features_from_steps, safe_file_name, write_atomic, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
 from avar.report.plots import plot_score_curve
 from avar.runs import load_run
@@ -103,14 +103,11 @@ OUTPUT_NAME_CHARS = 80
 
 def output_names(paths: list[Path | str]) -> list[str]:
     """A distinct file-name stem per input for its outputs (``<name>.jsonl``, ``<name>.png``):
-    the input's stem reduced to letters, digits, ``-``, ``_`` and ``.`` (no leading dot), so
-    no name can point outside the output directory; where stems coincide (``a/clip.mp4``,
+    the input's stem as :func:`~avar.features.cache.safe_file_name` reduces it, so no name
+    can point outside the output directory; where stems coincide (``a/clip.mp4``,
     ``b/clip.mp4``; case-insensitively, for case-insensitive file systems) each gets a digest
     of its path, so the names depend on the inputs only, never on their order."""
-    stems = []
-    for path in paths:
-        stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in Path(path).stem)
-        stems.append(stem.lstrip(".")[:OUTPUT_NAME_CHARS] or "media")
+    stems = [safe_file_name(Path(path).stem, OUTPUT_NAME_CHARS) for path in paths]
     counts: dict[str, int] = {}
     for stem in stems:
         counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
