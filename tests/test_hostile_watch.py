@@ -247,7 +247,8 @@ def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path):
         assert [(s["uri"], s["kind"], s["error"]) for s in store.sources()] == [("rtsp://cam", "stream", None)]
         store.mark_error("rtsp://cam", "connection refused")
         assert store.sources()[0]["error"] == "connection refused"
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.steps("rtsp://cam") == []  # schema 3's table of step records
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 # 3. HTTP without Content-Length

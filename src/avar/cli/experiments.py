@@ -50,7 +50,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from avar.experiments.demo import results_table, run_demo, weak_table
+    from avar.experiments.demo import STORE_NAME, results_table, run_demo, serve_command, weak_table
 
     result = run_demo(args.out, seed=args.seed, clips_per_class=args.clips_per_class, epochs=args.epochs,
                       progress=not args.quiet)
@@ -59,6 +59,8 @@ def cmd_demo(args) -> int:
     print("\nAVACA from video-level labels, test split:")
     print(weak_table(result.weak))
     print(f"\nreport: {result.report} (and report.html); finished in {result.seconds:.0f} s")
+    print(f"{result.events} events of the test clips in {result.out_dir / STORE_NAME}; review them with\n  "
+          f"{serve_command(result.out_dir)}")
     return 0
 
 

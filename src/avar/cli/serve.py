@@ -180,6 +180,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from avar.serve.dashboard.app import DashboardConfig, make_server
+
+    token = args.token or os.environ.get("AVAR_TOKEN") or None
+    config = DashboardConfig(db=Path(args.db), runs=Path(args.runs) if args.runs else None, media=args.media,
+                             thumbnails=args.thumbnails, uploads=args.uploads, token=token,
+                             max_upload_mb=args.max_upload_mb)
+    server = make_server(config, args.host, args.port, log_level="warning" if args.quiet else "info")
+    print(f"avar dashboard on http://{args.host}:{args.port}/ (store {config.db}); Ctrl-C stops it", flush=True)
+    server.run()
+    return 0
+
+
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
@@ -253,3 +268,20 @@ def add_commands(command) -> None:
     p.add_argument("--audio-weights")
     p.add_argument("--out", help="folder for the ONNX files (default: next to the weights, else ~/.cache/avar/onnx)")
     p.add_argument("--force", action="store_true", help="export again even if the file exists")
+
+    from avar.serve.dashboard.app import DashboardConfig
+
+    p = command("serve", cmd_serve, "web dashboard: events, sources, media with score curves, live updates, uploads")
+    p.add_argument("--db", default="events.db", help="the event store avar watch --db writes (default events.db)")
+    p.add_argument("--runs", help="a run directory or a folder of them, offered on the 'analyse a file' page")
+    p.add_argument("--media", action="append", default=[], metavar="DIR",
+                   help="folder whose files may be played (repeatable); a source's media is served only from these")
+    p.add_argument("--thumbnails", help="event thumbnails folder (default: thumbnails beside the store)")
+    p.add_argument("--uploads", help="where uploaded files are kept (default: uploads beside the store)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "any other needs a token)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", help="required on every request (also AVAR_TOKEN); open the dashboard as "
+                   "http://HOST:PORT/?token=TOKEN")
+    limit = default_of(DashboardConfig, "max_upload_mb")
+    p.add_argument("--max-upload-mb", type=float, default=limit, help=f"largest upload accepted (default {limit:g})")

@@ -34,6 +34,8 @@ class DemoResult:
     """The AVACA run's frame-level test metrics (``WeakDetectionReport.to_dict()``)."""
     report: Path
     seconds: float
+    events: int = 0
+    """Events the audio + video run found watching the test clips (in ``out_dir/events.db``)."""
 
 
 def run_demo(
@@ -50,13 +52,13 @@ def run_demo(
     out = Path(out_dir)
     data_dir, features_dir = out / "data", out / "features"
 
-    log(f"[1/6] synthesising the benchmark into {data_dir}")
+    log(f"[1/7] synthesising the benchmark into {data_dir}")
     meta_path = data_dir / "metadata.json"
     if not meta_path.is_file():
         synthesize(data_dir, seed=seed, clips_per_class=clips_per_class, seconds=seconds, progress=progress)
     metadata = json.loads(meta_path.read_text())
 
-    log(f"[2/6] extracting {DEFAULT_VIDEO} + {DEFAULT_AUDIO} features into {features_dir}")
+    log(f"[2/7] extracting {DEFAULT_VIDEO} + {DEFAULT_AUDIO} features into {features_dir}")
     summary = extract_dataset(
         discover(data_dir, seed=seed),
         features_dir,
@@ -70,17 +72,17 @@ def run_demo(
 
     results = {}
     for modality in ("a", "v", "av"):
-        log(f"[3/6] training and evaluating the AVAR-Net head on {MODALITY_NAMES[modality]}")
+        log(f"[3/7] training and evaluating the AVAR-Net head on {MODALITY_NAMES[modality]}")
         run_dir = out / f"run-{modality}"
         run = train_head(features, run_dir, TrainConfig(modality=modality, epochs=epochs, seed=seed), progress=progress)
         report = evaluate_run(run_dir, features_dir, "test")
         results[modality] = {**report.to_dict(), "params": run.extra["params"], "best_epoch": run.extra["best_epoch"]}
 
-    log("[4/6] training AVACA from video-level labels only (normal or not) and scoring its steps")
+    log("[4/7] training AVACA from video-level labels only (normal or not) and scoring its steps")
     train_weak(features, out / "run-avaca", WeakTrainConfig(seed=seed), progress=progress)
     weak = evaluate_weak(out / "run-avaca", features_dir, "test", plots=False).to_dict()
 
-    log("[5/6] explaining one test clip second by second with both runs")
+    log("[5/7] explaining one test clip second by second with both runs")
     clip = _pick_clip(features, metadata, data_dir)
     interval = clip["interval"]
     predictions, _ = predict_files(
@@ -95,14 +97,39 @@ def run_demo(
         out / "localisation.png", interval=tuple(interval) if interval else None,
         title=f"{Path(clip['path']).name}: true {clip['label']}",
     )
-    log("[6/6] writing the report")
+    log(f"[6/7] watching the test clips with the audio + video run into the event store {out / STORE_NAME}")
+    events = watch_into_store(out / "run-av", [c["path"] for c in features.clips if c["split"] == "test"], out)
+    log("[7/7] writing the report")
     plot_bars(
         {MODALITY_NAMES[m]: r["accuracy"] for m, r in results.items()},
         out / "accuracy.png", "Test accuracy by modality", "accuracy",
     )
     elapsed = time.perf_counter() - started
-    report_path = _write_report(out, results, weak, predictions[0], weak_steps, clip, elapsed)
-    return DemoResult(out, results, weak, report_path, elapsed)
+    report_path = _write_report(out, results, weak, predictions[0], weak_steps, clip, events, elapsed)
+    return DemoResult(out, results, weak, report_path, elapsed, events)
+
+
+STORE_NAME = "events.db"
+
+
+def serve_command(out: Path | str) -> str:
+    """The command that opens the dashboard on a demo's output."""
+    out = Path(out)
+    return f"avar serve --db {out / STORE_NAME} --media {out / 'data'} --runs {out}"
+
+
+def watch_into_store(run_dir: Path, files: list[str], out: Path) -> int:
+    """Watch ``files`` with a run as a camera would be, into ``out/events.db`` with thumbnails
+    (sources named by absolute path, so the dashboard can play them); returns the events."""
+    from avar.serve.store import EventStore
+    from avar.serve.watch import Watcher
+
+    with EventStore(out / STORE_NAME) as store:
+        watcher = Watcher(run_dir, store=store, thumbnails=out / "thumbnails")
+        for path in files:
+            for _ in watcher.watch(Path(path).resolve()):
+                pass
+    return len(watcher.events)
 
 
 def _pick_clip(features: FeatureSet, metadata: dict, data_dir: Path) -> dict:
@@ -135,7 +162,7 @@ def weak_table(weak: dict) -> str:
                       f"{fmt(weak['video_auc'])} |"])
 
 
-def _write_report(out: Path, results: dict, weak: dict, prediction, weak_steps: list, clip: dict,
+def _write_report(out: Path, results: dict, weak: dict, prediction, weak_steps: list, clip: dict, events: int,
                   elapsed: float) -> Path:
     table = results_table(results)
     interval = clip["interval"]
@@ -179,6 +206,15 @@ The same clip through both runs, true interval shaded:
 | step | AVAR-Net predicted | AVAR-Net anomaly score | AVACA anomaly score |
 |---|---|---|---|
 {steps}
+
+## Review it in the dashboard
+
+The audio + video run watched every test clip as a camera would: {events} events, with
+thumbnails and every step's scores, in `{STORE_NAME}`. Open them with
+
+    {serve_command(out)}
+
+and browse http://127.0.0.1:8080/.
 
 Finished in {elapsed:.0f} s.
 """

@@ -303,6 +303,25 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
         yield take(i, min((i + 1) * step, duration), frame_of(i), silent)
 
 
+def probe(path: Path | str, step: float = 1.0) -> float:
+    """Check that ``path`` is media avar can read by decoding its first step; returns its
+    duration in seconds (the container's, else the first step's end). Raises ``MediaError``
+    naming the file otherwise. Cheap: only the start of the file is decoded."""
+    steps = iter_steps(path, step, (32, 32))
+    try:
+        first = next(steps, None)
+    finally:
+        steps.close()
+    if first is None:
+        raise MediaError(path, "no step could be decoded; the file holds no video frames or sound")
+    try:
+        with av.open(str(path)) as container:
+            duration = container.duration / av.time_base if container.duration else None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise MediaError(path, f"cannot open as media ({exc})")
+    return float(duration) if duration and duration > 0 else first.end
+
+
 def decode_steps(
     path: Path | str, step: float = 1.0, frame_size: tuple[int, int] | None = None
 ) -> ClipSteps:

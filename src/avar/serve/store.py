@@ -18,7 +18,7 @@ from avar.serve.events import Event
 # Marks the file as ours, so that opening some other SQLite database fails loudly instead of
 # adding tables to it. "AVAR" in ASCII.
 APPLICATION_ID = 0x41564152
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE sources(id INTEGER PRIMARY KEY, uri TEXT UNIQUE NOT NULL, kind TEXT, first_seen REAL,
@@ -30,10 +30,19 @@ CREATE TABLE gaps(source_id INTEGER NOT NULL REFERENCES sources(id), "start" REA
 CREATE INDEX events_label ON events(label);
 CREATE INDEX events_start ON events("start");
 """
+# Per-step records (schema 3): what a dashboard draws under the video. One row per step of a
+# source; watching the same file again replaces its rows.
+_STEPS = """
+CREATE TABLE steps(source_id INTEGER NOT NULL REFERENCES sources(id), "time" REAL NOT NULL, "end" REAL,
+                   predicted TEXT, anomaly_score REAL, probabilities TEXT, created REAL,
+                   PRIMARY KEY(source_id, "time")) WITHOUT ROWID;
+CREATE INDEX events_source ON events(source_id, "start");
+"""
 
 # What brings a store of schema version N up to N + 1, applied in order when it is opened.
 _MIGRATIONS = {
     1: "ALTER TABLE sources ADD COLUMN error TEXT;",
+    2: _STEPS,
 }
 
 
@@ -69,7 +78,7 @@ class EventStore:
         n_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if app_id == 0 and n_tables == 0:
             with db:
-                db.executescript(_SCHEMA)
+                db.executescript(_SCHEMA + _STEPS)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif app_id != APPLICATION_ID:
@@ -90,6 +99,9 @@ class EventStore:
             version += 1
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA foreign_keys = ON")
+        # A dashboard reading the file (WAL: readers never block this writer) may briefly hold
+        # the lock a checkpoint needs; wait for it rather than fail.
+        db.execute("PRAGMA busy_timeout = 10000")
 
     def add_source(self, uri: str, kind: str) -> int:
         """The id of source ``uri``, registering it on first sight; later calls refresh ``last_seen``
@@ -116,6 +128,31 @@ class EventStore:
         if row is None:
             raise ValueError(f"{self.path}: unknown source {uri!r}; call add_source first")
         return row[0]
+
+    def add_steps(self, uri: str, records) -> None:
+        """Store step records of source ``uri`` (``avar.serve.predict.StepRecord``) in one transaction
+        and refresh its ``last_seen``; a step already stored at the same time is replaced."""
+        if not records:
+            return
+        source_id, now = self._source_id(uri), time.time()
+        with self._db:
+            self._db.executemany(
+                'INSERT OR REPLACE INTO steps(source_id, "time", "end", predicted, anomaly_score, probabilities, created) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(source_id, r.time, r.end, r.predicted, r.anomaly_score,
+                  json.dumps(r.probabilities, allow_nan=False), now) for r in records])
+            self._db.execute("UPDATE sources SET last_seen = ? WHERE id = ?", (now, source_id))
+
+    def steps(self, uri: str, *, since: float | None = None, until: float | None = None) -> list[dict]:
+        """Stored step records of ``uri`` in time order, ``since <= time < until``, as dicts with
+        ``probabilities`` decoded."""
+        rows = self._select('SELECT t."time", t."end", t.predicted, t.anomaly_score, t.probabilities FROM steps t '
+                            "JOIN sources s ON s.id = t.source_id",
+                            (("s.uri = ?", uri), ('t."time" >= ?', since), ('t."time" < ?', until)),
+                            't."time"', None, "steps")
+        for row in rows:
+            row["probabilities"] = json.loads(row["probabilities"])
+        return rows
 
     def record_gap(self, uri: str, start: float, end: float) -> None:
         """Note that source ``uri`` delivered nothing from ``start`` to ``end`` (seconds), e.g. a dropped stream."""

@@ -61,7 +61,8 @@ and reconnecting to it would replay it forever."""
 class Watcher:
     """A trained run applied to live media: step records as they become known, events as they close.
 
-    ``events`` turns records into events (default ``EventConfig()``); closed events are added to
+    ``events`` turns records into events (default: the run's own thresholds, ``thresholds`` in
+    its config, else ``EventConfig()``'s); closed events are added to
     ``store`` and/or appended to ``jsonl``, with a JPEG of the peak step's frame in
     ``thumbnails`` when given (the frame must still be among the last ``ring`` steps).
     A dropped stream is reopened with ``opener`` after 0.5, 1, 2, 4, 8, 8... seconds, at most
@@ -96,7 +97,7 @@ class Watcher:
         self.stats = WatchStats()
         """Time per stage and per-step latency, accumulated over everything watched."""
         self.causal = causal
-        self.events_config = events or EventConfig()
+        self.events_config = events or EventConfig(**self.run.extra.get("thresholds", {}))
         self.store, self.jsonl, self.thumbnails = store, jsonl, thumbnails
         self.max_retries, self.opener, self.ring = max_retries, opener, ring
         self.anonymizer = anonymize.build() if anonymize is not None else None
@@ -215,14 +216,11 @@ class Watcher:
                         group = [(replace(m, time=round(m.time + offset, 6), end=round(m.end + offset, 6)), ready)
                                  for m, ready in group]
                     frames.extend((m.time, m.frame) for m, _ in group)
-                    for record in window.push(group):
-                        yield self._emit(record, detector, frames)
-                for record in window.finish():
-                    yield self._emit(record, detector, frames)
+                    yield from self._emit(uri, window.push(group), detector, frames)
+                yield from self._emit(uri, window.finish(), detector, frames)
                 break
             except MediaError as exc:
-                for record in window.finish():
-                    yield self._emit(record, detector, frames)
+                yield from self._emit(uri, window.finish(), detector, frames)
                 if connection_end is not None:
                     same = failed_at and abs(failed_at[-1] - connection_end) <= self.run.step
                     failed_at = [*failed_at, connection_end] if same else [connection_end]
@@ -263,9 +261,13 @@ class Watcher:
         self.stats.audio_s += time.perf_counter() - t1
         return video, sound
 
-    def _emit(self, record: StepRecord, detector: EventDetector, frames) -> StepRecord:
-        self._close(detector.push(record), frames)
-        return record
+    def _emit(self, uri: str, records: list[StepRecord], detector: EventDetector, frames) -> Iterator[StepRecord]:
+        """Store a batch of records (one transaction), then hand each to the event detector and the caller."""
+        if self.store is not None and records:
+            self.store.add_steps(uri, records)
+        for record in records:
+            self._close(detector.push(record), frames)
+            yield record
 
     def _close(self, events: list[Event], frames) -> None:
         if not events:
