@@ -191,7 +191,10 @@ def cmd_serve(args) -> int:
                              max_upload_mb=args.max_upload_mb)
     server = make_server(config, args.host, args.port, log_level="warning" if args.quiet else "info")
     print(f"avar dashboard on http://{args.host}:{args.port}/ (store {config.db}); Ctrl-C stops it", flush=True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn shuts down cleanly first, then passes Ctrl-C on
+        pass
     return 0
 
 
