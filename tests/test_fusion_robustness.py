@@ -205,3 +205,54 @@ def test_cells_of_a_shared_cache_keep_one_run_per_seed():
     assert len(set(ids)) == 3
     cells = plan_cells((0, 1), (6,), heads=("mtcn",))
     assert len({c.id for c in cells}) == len(cells) == 2 * (3 + 2)
+
+
+def test_pooled_linear_is_the_regression_as_arrays(tmp_path):
+    from avar.methods.avarnet.clip_blend import PooledLinear
+    from avar.methods.avarnet.stream_selection import pooled_clip_features, pooled_regression
+
+    cache = toy_cache(tmp_path / "cache", per_class=(6, 1, 3))
+    fit, test = cache.split("train"), cache.split("test")
+    for classes, modality in ((cache.classes, "av"), (["class0", "class1"], "a")):
+        used = [c for c in fit if c.label in classes]
+        reference = pooled_regression(0).fit(np.stack([pooled_clip_features(c, modality) for c in used]),
+                                             [c.label for c in used])
+        linear = PooledLinear.fit(used, classes + ["never-seen"], modality)
+        ours = np.stack([linear.probabilities(c.video, c.audio) for c in test])
+        theirs = reference.predict_proba(np.stack([pooled_clip_features(c, modality) for c in test]))
+        np.testing.assert_allclose(ours[:, :len(classes)], theirs, atol=1e-6)
+        assert ours[:, -1].max() < 1e-9  # a class without labelled clips
+
+
+def test_clip_blend_weight_is_chosen_on_validation_and_travels_with_the_run(tmp_path, one_torch_thread):
+    from avar.methods.avarnet.clip_blend import HEAD_WEIGHTS, choose_head_weight
+
+    labels = np.array([0, 1, 1])
+    good, bad = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[1 - labels] * 0.9 + 0.05
+    assert choose_head_weight(good, bad, labels)[0] == 1.0 and choose_head_weight(bad, good, labels)[0] == 0.0
+    weight, losses = choose_head_weight(good, good, labels)
+    assert weight == 1.0 and len(set(losses.values())) == 1 and len(losses) == len(HEAD_WEIGHTS)  # ties: the head
+
+    # One epoch: a head that has learnt little beside a regression that separates the audio
+    # centres, so validation must give the regression a share.
+    cache = toy_cache(tmp_path / "cache", per_class=(8, 2, 3))
+    config = TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False)
+    run = train_head(cache, tmp_path / "run", config, progress=False)
+    choice = run.extra["clip_blend"]
+    assert set(choice["val_log_loss"]) == {f"{w:g}" for w in HEAD_WEIGHTS}
+    assert choice["val_log_loss"][f"{choice['head_weight']:g}"] == min(choice["val_log_loss"].values())
+    assert choice["head_weight"] < 1 and run.blend is not None
+    loaded = Run.load(tmp_path / "run")
+    np.testing.assert_allclose(loaded.blend.coef, run.blend.coef)
+    w, clip = choice["head_weight"], cache.split("test")[0]
+    blended = loaded.clip_probabilities(clip.video, clip.audio)
+    linear, loaded.blend = loaded.blend, None
+    head_only = loaded.clip_probabilities(clip.video, clip.audio)
+    np.testing.assert_allclose(blended, w * head_only + (1 - w) * linear.probabilities(clip.video, clip.audio), atol=1e-9)
+    report = evaluate_run(tmp_path / "run", cache.root, "test")
+    assert report.accuracy >= 0.75 and max(report.branch_accuracy["a"], report.branch_accuracy["v"]) <= 0.5  # chance: 0.25
+    paper = train_head(cache, tmp_path / "paper", TrainConfig(recipe="paper", epochs=2, head=SMALL_HEAD), progress=False)
+    assert paper.extra["clip_blend"] is None and paper.blend is None
+    off = train_head(cache, tmp_path / "off", TrainConfig(epochs=2, min_steps=0, head=SMALL_HEAD, clip_blend=False),
+                     progress=False)
+    assert off.extra["clip_blend"] is None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avar.methods.avarnet.clip_blend import PooledLinear
 from avar.methods.heads import HeadConfig, build_head, config_from_dict, head_type
 from avar.training.run import (HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization, check_extractors,
                                check_window, load_state, load_weights, read_labels, read_run_config, reading_config,
@@ -33,11 +34,17 @@ class Run(FeatureRun):
     """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
     extra: dict = field(default_factory=dict)
     """Training arguments and anything else worth recording."""
+    blend: PooledLinear | None = None
+    """With the robust recipe on a small dataset: the pooled-feature regression whose clip
+    probabilities are mixed with the head's (weight ``extra['clip_blend']['head_weight']``;
+    :mod:`avar.methods.avarnet.clip_blend`)."""
 
     def save(self, root: Path | str, *, history: list[dict] | None = None, keep: bool = False) -> Path:
         """Write the run directory whole (:func:`avar.training.run.save_run`); ``history``
         goes to ``history.json``, ``keep`` keeps the other files of a run re-saved in place."""
         tensors = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()} | self.norm.to_tensors()
+        if self.blend is not None:
+            tensors |= self.blend.to_tensors()
         config = {
             "method": "avarnet",
             "learning": self.learning,
@@ -67,6 +74,7 @@ class Run(FeatureRun):
         classes = read_labels(root, config.num_classes)
         tensors = load_weights(root, MODEL_FILE, meta)
         norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
+        blend = PooledLinear.pop_tensors(tensors, config.modality)
         load_state(head, tensors, root / MODEL_FILE)
         run = cls(
             head=head,
@@ -77,6 +85,7 @@ class Run(FeatureRun):
             step=step,
             extractors=extractors,
             extra={k: v for k, v in meta.items() if k not in ("method", "learning", WEIGHTS_KEY)},
+            blend=blend,
         )
         run.root = root
         return run
@@ -90,12 +99,17 @@ class Run(FeatureRun):
     @torch.inference_mode()
     def clip_probabilities(self, video: np.ndarray, audio: np.ndarray, drop: str | None = None) -> np.ndarray:
         """Class probabilities ``[C]`` of one clip: the clip predictions of its windows (tiled
-        at half-window stride) averaged, weighted by their real steps. ``drop`` ('video' or
-        'audio') scores a fused head with that stream missing: its other branch."""
+        at half-window stride) averaged, weighted by their real steps, then blended with the
+        pooled-feature regression where the run has one (:attr:`blend`). ``drop`` ('video' or
+        'audio') scores a fused head with that stream missing: its other branch, unblended."""
         self.head.eval()
         v, a = self.norm.apply(video, audio)
         batch = make_sequences([v], [a], [0], self.seq_len, stride=max(1, self.seq_len // 2))
         out = self.head(None if drop == "video" else batch.video, None if drop == "audio" else batch.audio, batch.mask)
         clip_p = torch.softmax(out.clip_logits, -1).numpy().astype(np.float64)
         n_real = batch.mask.sum(1).numpy()
-        return self.check_finite((clip_p * n_real[:, None]).sum(0) / n_real.sum())
+        p = (clip_p * n_real[:, None]).sum(0) / n_real.sum()
+        if self.blend is not None and drop is None:
+            weight = self.extra["clip_blend"]["head_weight"]
+            p = weight * p + (1 - weight) * self.blend.probabilities(video, audio)
+        return self.check_finite(p)

@@ -32,11 +32,16 @@ FOLDS = 5
 """Folds at most; fewer when the smallest class has fewer labelled clips."""
 
 
-def pooled_clip_features(clip: StepFeatures, modality: str) -> np.ndarray:
-    """One vector per clip: the mean and the max over its steps of the ``modality``
-    streams ('v', 'a' or 'av'), video first."""
-    x = np.hstack([s for m, s in (("v", clip.video), ("a", clip.audio)) if m in modality])
+def pooled_features(video: np.ndarray, audio: np.ndarray, modality: str) -> np.ndarray:
+    """One vector per clip (``video [T, dv]``, ``audio [T, da]``): the mean and the max over
+    its steps of the ``modality`` streams ('v', 'a' or 'av'), video first."""
+    x = np.hstack([s for m, s in (("v", video), ("a", audio)) if m in modality])
     return np.hstack([x.mean(0), x.max(0)])
+
+
+def pooled_clip_features(clip: StepFeatures, modality: str) -> np.ndarray:
+    """:func:`pooled_features` of a cached clip."""
+    return pooled_features(clip.video, clip.audio, modality)
 
 
 def pooled_regression(seed: int = 0):

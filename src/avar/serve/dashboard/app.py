@@ -212,15 +212,12 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
         if source is None:
             return page(request, "error.html", 404, message=f"no source {source_id} in {config.db.name}")
         last_id = await run_in_threadpool(reader.last_event_id)
-        steps = await run_in_threadpool(reader.steps, source_id)
-        if focus is not None:
+        if focus is not None:  # the event and as long again (10 s at least) either side
             pad = max(10.0, focus["end"] - focus["start"])
-            lo, hi = focus["start"] - pad, focus["end"] + pad
-        else:
-            hi = steps[-1]["end"] if steps else 0.0
-            lo = hi - config.window_seconds
-        steps = [s for s in steps if s["end"] > lo and s["time"] < hi] if focus is not None else \
-            [s for s in steps if s["end"] > lo]
+            since, until = focus["start"] - pad, focus["end"] + pad
+        else:  # the latest hour
+            since, until = (source["watched_to"] or 0.0) - config.window_seconds, None
+        steps = await run_in_threadpool(lambda: reader.steps(source_id, since=since, until=until))
         events = await run_in_threadpool(reader.events, EventFilter(source=source_id), limit=1000)
         gaps = await run_in_threadpool(reader.gaps, source_id)
         playable = confined(source["uri"], config.media_roots, MEDIA_EXTENSIONS) is not None

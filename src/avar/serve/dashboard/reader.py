@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+MAX_STEP = 60.0
+"""Longest step (seconds) the time-window queries allow for."""
 LIVE_SECONDS = 30.0
 """A source that wrote a step or event this recently (wall clock) is shown as live."""
 
@@ -96,13 +98,19 @@ class StoreReader:
     def source(self, source_id: int) -> dict | None:
         return next((s for s in self.sources() if s["id"] == source_id), None)
 
-    def steps(self, source_id: int, *, after: float | None = None) -> list[dict]:
-        """Stored steps of a source in time order (``time > after`` when given)."""
+    def steps(self, source_id: int, *, after: float | None = None, since: float | None = None,
+              until: float | None = None) -> list[dict]:
+        """Stored steps of a source in time order: ``time > after``, and overlapping
+        ``[since, until)`` (seconds on the source's timeline), where given."""
         sql = 'SELECT "time", "end", predicted, anomaly_score, probabilities FROM steps WHERE source_id = ?'
         params: list = [source_id]
-        if after is not None:
-            sql += ' AND "time" > ?'
-            params.append(after)
+        # "time" bounds use the primary key, so a camera's month of steps is not scanned for an
+        # hour; a step is never longer than MAX_STEP seconds.
+        for clause, value in (('"time" > ?', after), ('"time" > ?', None if since is None else since - MAX_STEP),
+                              ('"end" > ?', since), ('"time" < ?', until)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
         rows = self._rows(sql + ' ORDER BY "time"', params)
         for r in rows:
             r["probabilities"] = json.loads(r["probabilities"])
