@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import threading
 
 import numpy as np
 import pytest
@@ -120,3 +121,25 @@ def test_cli_train_accepts_heads_and_late_fusion(grid, tmp_path, capsys):
     config = json.loads((tmp_path / "paper" / "config.json").read_text())
     assert config["train"]["recipe"] == "paper" and config["train"]["lr"] == 1e-2
     assert config["head"]["stream_fusion"] == "concat"
+
+
+_HELD = threading.Lock()
+
+
+def _cell_taking_the_lock(cell, threads):
+    """In a forked worker the lock would arrive held by the parent's thread, never to be released."""
+    if not _HELD.acquire(timeout=10):
+        raise RuntimeError("inherited a held lock")
+    return {"id": cell.id, "threads": threads}
+
+
+def test_grid_workers_start_clean_even_when_the_parent_holds_locks():
+    from types import SimpleNamespace
+
+    from avar.experiments.ablate import run_parallel
+
+    cells, done = [SimpleNamespace(id=f"c{i}") for i in range(2)], {}
+    with _HELD:  # as a feature extraction's threads may hold one when the grid starts
+        failures = run_parallel(_cell_taking_the_lock, cells, done, lambda cell, threads: (threads,), workers=2,
+                                desc="test", total=2, progress=False)
+    assert failures == [] and sorted(done) == ["c0", "c1"]

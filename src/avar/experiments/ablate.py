@@ -9,6 +9,7 @@ cells, so a killed grid resumes. Cells run in parallel worker processes.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -120,7 +121,9 @@ def run_parallel(func, cells: list, done: dict, arguments, *, workers: int | Non
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=total, initial=total - len(cells), desc=desc, unit="run", disable=not progress)
     failures = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a process that already ran torch or has other threads (a feature
+    # extraction before the grid) can hand a forked child a lock that is never released.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(func, c, *arguments(c, threads)): c for c in cells}
         for future in as_completed(futures):
             cell = futures[future]

@@ -139,6 +139,11 @@ def event_filter(request: Request) -> EventFilter:
                        min_score=_number(request, "min_score", float, 0.0), after=_number(request, "after", int, 0))
 
 
+def short_source(uri: str) -> str:
+    """A source as a list shows it: a file by its name, a URL whole (the full name is the link's title)."""
+    return uri if "://" in uri else Path(uri).name
+
+
 def utc(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -183,6 +188,7 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
     uploads = Uploads(config.uploads, config.db, config.thumbnails, config.runs, int(config.max_upload_mb * 2**20))
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["utc"] = utc
+    templates.env.filters["short_source"] = short_source
 
     def page(request: Request, name: str, status: int = 200, **context):
         return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context}, status_code=status)

@@ -21,7 +21,8 @@ function eventRow(e) {
   const row = el("tr", {"data-id": e.id, class: "new"}, thumb,
     el("td", {}, el("a", {href: `/events/${e.id}`}, e.label)),
     el("td", {}, e.peak_score.toFixed(2)),
-    el("td", {}, el("a", {href: `/sources/${e.source_id}`}, e.source)),
+    el("td", {}, el("a", {href: `/sources/${e.source_id}`, title: e.source},
+                    e.source.includes("://") ? e.source : e.source.split("/").pop())),
     el("td", {}, `${e.start.toFixed(1)}–${e.end.toFixed(1)} s`),
     el("td", {}, utc(e.created)));
   return row;
