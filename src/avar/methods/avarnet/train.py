@@ -33,7 +33,7 @@ from avar.methods.avarnet.run import Run
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
-from avar.methods.avarnet.clip_blend import PooledLinear, choose_head_weight
+from avar.methods.avarnet.clip_blend import PooledLinear
 from avar.methods.avarnet.stream_selection import select_streams
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 RECIPES: dict[str, dict] = {
     "robust": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine",
                "warmup_epochs": 3, "label_smoothing": 0.1, "balanced": True, "select": "smoothed_loss",
-               "min_steps": 300, "early_stop": None, "refit": True, "select_streams": True, "clip_blend": True},
+               "min_steps": 300, "early_stop": None, "refit": True, "select_streams": True, "clip_blend": 0.5},
     "paper": {"optimizer": "adam", "lr": 1e-2, "weight_decay": 1e-4, "schedule": "plateau",
               "warmup_epochs": 3, "label_smoothing": 0.0, "balanced": False, "select": "accuracy",
-              "min_steps": 0, "early_stop": 12, "refit": False, "select_streams": False, "clip_blend": False},
+              "min_steps": 0, "early_stop": 12, "refit": False, "select_streams": False, "clip_blend": 1.0},
 }
 """Training recipes by name; a :class:`TrainConfig` field left at ``None`` takes its recipe's value."""
 
@@ -103,10 +103,9 @@ class TrainConfig:
     """With ``modality='av'``: cross-validate on train + val whether both streams help and
     train on one alone when the other carries no class information or makes both worse
     (:mod:`avar.methods.avarnet.stream_selection`); the choice is recorded in the run."""
-    clip_blend: bool | None = None
-    """Blend the head's clip prediction with a pooled-feature logistic regression, at the
-    weight that gives the lowest validation log-loss (1: the head alone); the per-step
-    scores stay the head's (:mod:`avar.methods.avarnet.clip_blend`)."""
+    clip_blend: float | None = None
+    """Weight of the head's clip probabilities against a pooled-feature logistic regression's
+    (1: the head alone); the per-step scores stay the head's (:mod:`avar.methods.avarnet.clip_blend`)."""
     seed: int = 0
     head: dict = field(default_factory=dict)
     """Overrides of the head config's fields (stages, layers, maps, attention, hidden,
@@ -125,6 +124,9 @@ class TrainConfig:
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         check_options(self, at_least={"seq_len": 1, "epochs": 1, "batch_size": 1}, rates=("lr",))
+        if isinstance(self.clip_blend, bool) or not isinstance(self.clip_blend, (int, float)) \
+                or not 0 <= self.clip_blend <= 1:
+            raise ValueError(f"--clip-blend (clip_blend) must be a weight in [0, 1], got {self.clip_blend!r}")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -304,17 +306,6 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         log.warning(warning)
     steps = features.manifest["step"]
     extractors = {"video": features.manifest["video"], "audio": features.manifest["audio"]}
-    blend_choice = None
-    if config.clip_blend and val:
-        first = Run(head=head, config=config_of_head, classes=classes, norm=norm, seq_len=config.seq_len, step=steps,
-                    extractors=extractors)
-        linear = PooledLinear.fit(train, classes, config_of_head.modality, config.seed)
-        weight, losses = choose_head_weight(np.stack([first.clip_probabilities(c.video, c.audio) for c in val]),
-                                            np.stack([linear.probabilities(c.video, c.audio) for c in val]),
-                                            np.array([classes.index(c.label) for c in val]))
-        blend_choice = {"head_weight": weight, "val_log_loss": losses}
-        log.info("%s: clip prediction: %g x head + %g x pooled regression (validation log-loss %s)", out_dir,
-                 weight, 1 - weight, ", ".join(f"{w}: {v:.3f}" for w, v in losses.items()))
     refit_epochs = None
     if config.refit and val:
         seed_everything(config.seed)
@@ -326,7 +317,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
                                 None, config, refit_epochs, desc + " (train + val)", progress)
         history += [{**record, "refit": True} for record in refit_history]
     blend = None
-    if blend_choice and blend_choice["head_weight"] < 1:
+    if config.clip_blend < 1:
         blend = PooledLinear.fit(train + val if refit_epochs else train, classes, config_of_head.modality, config.seed)
     run = Run(
         head=head,
@@ -348,7 +339,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "val_branch_accuracy": branches,
             "fusion_warning": warning,
             "stream_selection": selection.to_dict() if selection else None,
-            "clip_blend": blend_choice,
+            "clip_blend": {"head_weight": config.clip_blend} if blend is not None else None,
         },
     )
     run.save(out_dir, history=history)
