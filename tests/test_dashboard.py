@@ -105,6 +105,20 @@ def test_media_is_served_with_ranges_and_only_from_its_folders(store, tmp_path):
     assert c.get("/static/..%2F..%2Fapp.py").status_code == 404
 
 
+def test_relative_names_resolve_from_the_working_folder_and_stay_confined(store, monkeypatch):
+    monkeypatch.chdir(store["media"].parent)  # where `avar watch media/scene.mp4 --thumbnails thumbnails` ran
+    with EventStore(store["db"]) as writer:
+        writer.add_source("media/scene.mp4", "file")
+        writer.add_events([Event("media/scene.mp4", 0.0, 1.0, "x", 0.9, 0.5, thumbnail="thumbnails/scene.jpg")])
+        writer.add_source("other.mp4", "file")  # media in the working folder but in no served folder
+    c = client(store)
+    sources = {s["uri"]: s["id"] for s in c.get("/api/sources").json()["sources"]}
+    assert c.get(f"/media/{sources['media/scene.mp4']}").content == store["clip"].read_bytes()
+    assert c.get("/thumbnails/122").status_code == 200
+    (store["media"].parent / "other.mp4").write_bytes(store["clip"].read_bytes())
+    assert c.get(f"/media/{sources['other.mp4']}").status_code == 404
+
+
 def test_a_token_guards_every_request(store):
     config = dict(db=store["db"], media=[store["media"]])
     with pytest.raises(ValueError, match="token"):

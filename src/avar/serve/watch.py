@@ -281,7 +281,8 @@ class Watcher:
                     except ValueError as exc:
                         log.warning("%s: no thumbnail for the event at %g s: %s", e.source, e.start, exc)
                         continue
-                    e.thumbnail = str(save_thumbnail(shown[e.peak_time], path))
+                    # absolute, so a dashboard started elsewhere finds it
+                    e.thumbnail = str(Path(save_thumbnail(shown[e.peak_time], path)).resolve())
         if self.store is not None:
             self.store.add_events(events)
         if self.jsonl is not None:

@@ -89,12 +89,13 @@ class DashboardConfig:
 
 
 def confined(name: str | None, roots: list[Path], extensions=None) -> Path | None:
-    """The file ``name`` (absolute, or relative to one of ``roots``) if it resolves, symlinks
-    followed, to a file inside one of ``roots`` (with one of ``extensions``); else None."""
+    """The file ``name`` (absolute, or relative to the working folder or to one of ``roots``)
+    if it resolves, symlinks followed, to a file inside one of ``roots`` (with one of
+    ``extensions``); else None."""
     if not name:
         return None
     path = Path(name)
-    for candidate in [path] if path.is_absolute() else [root / path for root in roots]:
+    for candidate in [path] if path.is_absolute() else [path, *(root / path for root in roots)]:
         try:
             real = candidate.resolve(strict=True)
         except (OSError, RuntimeError):
