@@ -8,7 +8,8 @@ times the events page as a browser asks for it (first page, a deep page, each fi
 ``--repeats`` requests: p50 / p95 / max milliseconds, HTML included. Then a watcher writes
 ``--write`` more events in small transactions while ten pollers read ``/api/events?after=ID``
 and one browser-like client listens to ``/api/live``; every reader must see every written
-event exactly once, in order (``lost`` and ``duplicated`` count the misses). Prints JSON.
+event exactly once, in order (``lost`` and ``duplicated`` count the misses). Last, the size of
+a store holding a day of one camera's steps (``day_of_steps_mib``). Prints JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from avar.serve.events import Event
 from avar.serve.predict import StepRecord
@@ -49,6 +51,23 @@ def build_store(path: Path, n_events: int, seed_steps: int = 3600) -> None:
                 store.add_events(batch)
                 batch = []
         store.add_events(batch)
+
+
+def day_of_steps_mib(folder: Path) -> float:
+    """Size of a store holding one camera's day at one step per second, ten classes."""
+    rng = np.random.default_rng(0)
+    classes = [f"class{i}" for i in range(10)]
+    db = folder / "day.db"
+    with EventStore(db) as store:
+        store.add_source("rtsp://cam/live", "stream")
+        for k in range(0, 86_400, 8):  # the watcher's default batch
+            records = []
+            for t in range(k, k + 8):
+                p = rng.dirichlet(np.ones(10))
+                records.append(StepRecord(float(t), float(t + 1), classes[int(p.argmax())],
+                                          {c: round(float(x), 5) for c, x in zip(classes, p)}, float(1 - p[0])))
+            store.add_steps("rtsp://cam/live", records)
+    return round(sum(f.stat().st_size for f in folder.glob("day.db*")) / 2**20, 1)
 
 
 def free_port() -> int:
@@ -176,7 +195,9 @@ def main(argv=None) -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        day_mib = day_of_steps_mib(Path(tmp))
     result = {"events": args.events, "build_seconds": round(build_s, 1), "cpus": os.cpu_count(),
+              "day_of_steps_mib": day_mib,
               "pages": pages, "slowest_p95_ms": max(p["p95_ms"] for p in pages.values()),
               "concurrent": load}
     print(json.dumps(result, indent=1))

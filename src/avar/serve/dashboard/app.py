@@ -330,7 +330,7 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
             if length is not None and length.isdigit() and int(length) > uploads.max_bytes:
                 raise UploadError(f"{name!r} is {int(length) / 2**20:.0f} MiB, more than this dashboard's limit of "
                                   f"{config.max_upload_mb:g} MiB (avar serve --max-upload-mb)", 413)
-            part, final = uploads.start(name, run)
+            job_id, part, final = uploads.start(name, run)
             size = 0
             with part.open("wb") as out:
                 async for chunk in request.stream():
@@ -341,7 +341,7 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
                     out.write(chunk)
             if size == 0:
                 raise UploadError(f"{name!r} is empty; pick a video or sound file")
-            job = await run_in_threadpool(uploads.accept, part, final, name, run)
+            job = await run_in_threadpool(uploads.accept, job_id, part, final, name, run)
         except UploadError as exc:
             if part is not None:
                 part.unlink(missing_ok=True)

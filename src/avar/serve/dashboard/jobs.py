@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,16 +72,17 @@ class Uploads:
     def __init__(self, folder: Path, db: Path, thumbnails: Path, runs: Path | None, max_bytes: int):
         self.folder, self.db, self.thumbnails, self.runs_dir, self.max_bytes = folder, db, thumbnails, runs, max_bytes
         self.jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avar-analyse")
 
     def runs(self) -> dict[str, Path]:
         return list_runs(self.runs_dir)
 
-    def start(self, name: str, run: str) -> tuple[Path, Path]:
-        """Check an upload's name and run before any byte is stored; returns (temporary path, final path)."""
-        if run not in self.runs():
-            choices = ", ".join(self.runs()) or "none: start avar serve with --runs DIR"
+    def start(self, name: str, run: str) -> tuple[str, Path, Path]:
+        """Check an upload's name and run before any byte is stored; returns (job id, temporary
+        path, final path)."""
+        runs = self.runs()
+        if run not in runs:
+            choices = ", ".join(runs) or "none: start avar serve with --runs DIR"
             raise UploadError(f"unknown run {run!r}; choose one of: {choices}")
         suffix = Path(name).suffix.lower()
         if suffix not in MEDIA_EXTENSIONS:
@@ -91,24 +91,19 @@ class Uploads:
         self.folder.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex[:12]
         final = self.folder / f"{job_id}-{safe_file_name(Path(name).stem)[:80]}{suffix}"
-        return self.folder / f".{job_id}{PART_SUFFIX}", final
+        return job_id, self.folder / f".{job_id}{PART_SUFFIX}", final
 
-    def accept(self, part: Path, final: Path, name: str, run: str) -> Job:
+    def accept(self, job_id: str, part: Path, final: Path, name: str, run: str) -> Job:
         """Check a fully received upload by decoding it; then name it and queue its analysis.
-        A file that does not decode is deleted and the error says why."""
+        (The caller deletes ``part`` when this raises.)"""
         try:
             duration = probe(part)
         except MediaError as exc:
-            part.unlink(missing_ok=True)
             raise UploadError(f"{name!r} could not be read as media: {exc.reason}. Nothing was kept; "
                               "upload a playable video or sound file") from None
-        except Exception:
-            part.unlink(missing_ok=True)
-            raise
         part.replace(final)
-        job = Job(id=final.name.split("-", 1)[0], name=name, run=run, path=final.resolve(), duration=duration)
-        with self._lock:
-            self.jobs[job.id] = job
+        job = Job(id=job_id, name=name, run=run, path=final.resolve(), duration=duration)
+        self.jobs[job.id] = job
         self._executor.submit(self._analyse, job)
         return job
 

@@ -78,15 +78,16 @@ class StoreReader:
     def labels(self) -> list[str]:
         return [r["label"] for r in self._rows("SELECT DISTINCT label FROM events ORDER BY label")]
 
-    def sources(self) -> list[dict]:
-        """Every source with its event count, how far it was watched and its state: 'error' (its
-        latest watch failed), 'live' / 'idle' (a stream that wrote in the last ``LIVE_SECONDS`` or
-        not), 'reading' / 'done' (the same for a file)."""
+    def sources(self, source_id: int | None = None) -> list[dict]:
+        """Every source (or the one with ``source_id``) with its event count, how far it was
+        watched and its state: 'error' (its latest watch failed), 'live' / 'idle' (a stream that
+        wrote in the last ``LIVE_SECONDS`` or not), 'reading' / 'done' (the same for a file)."""
         rows = self._rows(
             "SELECT s.id, s.uri, s.kind, s.first_seen, s.last_seen, s.gaps, s.error, "
             "(SELECT count(*) FROM events e WHERE e.source_id = s.id) AS events, "
             '(SELECT max(t."end") FROM steps t WHERE t.source_id = s.id) AS watched_to '
-            "FROM sources s ORDER BY s.id")
+            "FROM sources s" + ("" if source_id is None else " WHERE s.id = ?") + " ORDER BY s.id",
+            () if source_id is None else (source_id,))
         now = time.time()
         for r in rows:
             recent = r["last_seen"] is not None and now - r["last_seen"] < LIVE_SECONDS
@@ -96,7 +97,8 @@ class StoreReader:
         return rows
 
     def source(self, source_id: int) -> dict | None:
-        return next((s for s in self.sources() if s["id"] == source_id), None)
+        rows = self.sources(source_id)
+        return rows[0] if rows else None
 
     def steps(self, source_id: int, *, after: float | None = None, since: float | None = None,
               until: float | None = None) -> list[dict]:
