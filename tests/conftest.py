@@ -2,8 +2,12 @@
 
 import os
 
-import pytest
-import torch
+# As `avar watch` and `avar bench` do: idle OpenMP workers must not spin on the cores the
+# decoder threads need (the live-source tests check pacing).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,11 +1,13 @@
 """Decoding by timestamp: real files written with PyAV, checked sample by sample."""
 
 import warnings
+from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
-from avar.media.decode import AUDIO_RATE, MediaError, decode_steps, n_steps_for
+from avar.media.decode import AUDIO_RATE, DecodeStats, MediaError, decode_steps, iter_steps, n_steps_for
 from avar.media.synth import write_av_file
 
 
@@ -105,3 +107,113 @@ def test_step_count_rounds_partial_tail():
     assert n_steps_for(8.4, 1.0) == 8
     assert n_steps_for(8.6, 1.0) == 9
     assert n_steps_for(0.2, 1.0) == 1
+
+
+def write_bframe_clip(path, frame_times, size=(96, 64), seconds_audio=None):
+    """H.264 with a fixed B-frame pyramid (x264: 3 B-frames, the middle one a reference, so
+    half the frames are non-reference) and a keyframe every 25 frames, at ``frame_times``
+    seconds; every frame differs (a moving bar over a ramp). AAC audio when asked."""
+    w, h = size
+    ticks = 90_000
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, ticks)
+        video.codec_context.gop_size = 25
+        video.options = {"preset": "veryfast", "x264-params": "bframes=3:b-adapt=0:b-pyramid=normal:scenecut=0"}
+        video.codec_context.thread_count = 1
+        sound = container.add_stream("aac", rate=48_000, layout="mono") if seconds_audio else None
+        for i, t in enumerate(frame_times):
+            picture = np.tile(np.linspace(0, 200, w, dtype=np.uint8)[None, :, None], (h, 1, 3))
+            picture[:, (3 * i) % w: (3 * i) % w + 3] = 255
+            picture[: h // 4] = (37 * i) % 256
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = int(round(t * ticks))
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None:
+            wave = tone(seconds_audio, 48_000)[None]
+            for s in range(0, wave.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, s: s + 1024]), format="fltp",
+                                                   layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = 48_000, s, Fraction(1, 48_000)
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))
+    return path
+
+
+def non_reference_frames(path):
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        video.codec_context.skip_frame = "NONREF"
+        return video.frames - sum(1 for _ in container.decode(video))
+
+
+def decoded(path, step, decode_all, frame_size=None):
+    stats = DecodeStats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timestamp_jump is expected on the jump clip
+        steps = list(iter_steps(path, step, frame_size, decode_all=decode_all, stats=stats))
+    return steps, stats
+
+
+def assert_same_steps(reference, steps):
+    assert len(steps) == len(reference)
+    for ref, got in zip(reference, steps):
+        assert (got.time, got.end, got.audio_missing, got.video_missing) == (
+            ref.time, ref.end, ref.audio_missing, ref.video_missing)
+        np.testing.assert_array_equal(got.frame, ref.frame)
+        np.testing.assert_array_equal(got.audio, ref.audio)
+
+
+@pytest.mark.parametrize("step", [1.0, 0.5])
+def test_skipping_unused_b_frames_gives_the_steps_of_decoding_every_frame(tmp_path, step):
+    path = write_bframe_clip(tmp_path / "b.mp4", np.arange(150) / 25, seconds_audio=6.0)
+    reference, every = decoded(path, step, decode_all=True)
+    steps, fewer = decoded(path, step, decode_all=False)
+    assert_same_steps(reference, steps)
+    assert len(steps) == 6 / step
+    assert every.frames_decoded == 150 and every.frames_skipped == 0
+    # Every non-reference frame is skipped but those near a step centre (one or two each) and
+    # the few read before the first frame comes out of the decoder's threads.
+    assert fewer.frames_decoded + fewer.frames_skipped == 150
+    non_reference = non_reference_frames(path)
+    assert non_reference >= 70  # the pyramid: about half the frames
+    assert non_reference - fewer.frames_skipped <= 2 * len(steps) + 6
+    # and the frames shown are the ones on screen at each centre: frame k carries the bar at 3k
+    for s in steps:
+        k = int(np.floor((s.time + step / 2) * 25 + 1e-9))
+        assert s.frame[-1, (3 * k) % 96].min() > 240
+
+
+def test_skipping_keeps_steps_when_resizing(tmp_path):
+    path = write_bframe_clip(tmp_path / "b.mp4", np.arange(75) / 25)
+    reference, _ = decoded(path, 0.5, True, (48, 32))
+    steps, stats = decoded(path, 0.5, False, (48, 32))
+    assert_same_steps(reference, steps)
+    assert stats.frames_skipped > 0
+
+
+@pytest.mark.parametrize("step", [1.0, 0.5])
+def test_variable_frame_rate_with_b_frames_matches_decoding_every_frame(tmp_path, step):
+    rng = np.random.default_rng(0)
+    gaps = rng.choice([0.02, 0.04, 0.04, 0.1, 0.33], size=120)
+    path = write_bframe_clip(tmp_path / "vfr.mp4", np.concatenate([[0.0], np.cumsum(gaps)[:-1]]),
+                             seconds_audio=float(gaps.sum()))
+    reference, _ = decoded(path, step, True)
+    steps, stats = decoded(path, step, False)
+    assert_same_steps(reference, steps)
+    # where neighbouring frames are about one nominal interval apart, frames are still skipped
+    assert stats.frames_skipped > 0 and stats.frames_decoded + stats.frames_skipped == 120
+
+
+@pytest.mark.parametrize("step", [1.0, 0.5])
+def test_timestamp_jump_with_b_frames_matches_decoding_every_frame(tmp_path, step):
+    times = np.concatenate([np.arange(60) / 25, 40.0 + np.arange(60) / 25])
+    path = write_bframe_clip(tmp_path / "jump.mp4", times)
+    reference, _ = decoded(path, step, True)
+    steps, stats = decoded(path, step, False)
+    assert_same_steps(reference, steps)
+    assert len(steps) == n_steps_for(4.8, step)  # the 37.6 s gap was closed in both
+    # frames after the jump are all decoded: skipping stops at the first jump
+    assert 0 < stats.frames_skipped < 30

@@ -16,7 +16,7 @@ from avar.cli import main
 from avar.serve.events import Event, EventConfig, thumbnail_path
 from avar.serve.store import APPLICATION_ID, EventStore
 from test_watch import _clip, tone_run
-from avar.serve.watch import Watcher
+from avar.serve.watch import Watcher, _SourceState
 
 EVERY_STEP = EventConfig(threshold=0.0, release=0.0, min_duration=0.0)
 """Thresholds at zero: every step is anomalous, so a source's steps make one event."""
@@ -248,7 +248,10 @@ def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path):
         store.mark_error("rtsp://cam", "connection refused")
         assert store.sources()[0]["error"] == "connection refused"
         assert store.steps("rtsp://cam") == []  # schema 3's table of step records
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
+        store.record_gap("rtsp://cam", 1.0, 2.0, "stall")  # schema 4's gap kinds and source states
+        store.set_state("rtsp://cam", "stalled")
+        assert store.query_gaps()[0]["kind"] == "stall" and store.sources()[0]["state"] == "stalled"
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 # 3. HTTP without Content-Length
@@ -346,8 +349,8 @@ def test_an_http_response_shorter_than_its_content_length_is_a_drop_and_its_gap_
         assert store.gaps(url) == [(gap["start"], gap["end"])]
     assert main(["events", str(db), "--gaps"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["start", "end", "lost", "source"]
-    assert row.split() == [f"{gap['start']:.2f}", f"{gap['end']:.2f}", f"{gap['end'] - gap['start']:.2f}", url]
+    assert header.split() == ["start", "end", "lost", "kind", "source"]
+    assert row.split() == [f"{gap['start']:.2f}", f"{gap['end']:.2f}", f"{gap['end'] - gap['start']:.2f}", "drop", url]
 
 
 # 4. `avar events --gaps`
@@ -359,13 +362,18 @@ def test_events_gaps_filters_by_source_and_time(tmp_path, capsys):
             store.add_source(uri, "stream")
         store.record_gap("rtsp://cam1", 20.0, 21.5)
         store.record_gap("rtsp://cam1", 3.0, 7.5)
-        store.record_gap("rtsp://cam2", 10.0, 12.0)
-        assert store.query_gaps() == [{"source": "rtsp://cam1", "start": 3.0, "end": 7.5},
-                                      {"source": "rtsp://cam1", "start": 20.0, "end": 21.5},
-                                      {"source": "rtsp://cam2", "start": 10.0, "end": 12.0}]
+        store.record_gap("rtsp://cam2", 10.0, 12.0, "skipped")
+        assert store.query_gaps() == [{"source": "rtsp://cam1", "start": 3.0, "end": 7.5, "kind": "drop"},
+                                      {"source": "rtsp://cam1", "start": 20.0, "end": 21.5, "kind": "drop"},
+                                      {"source": "rtsp://cam2", "start": 10.0, "end": 12.0, "kind": "skipped"}]
+        assert [(s["gaps"], s["skipped"]) for s in store.sources()] == [(2, 0), (0, 1)]
+        with pytest.raises(ValueError, match="unknown gap kind 'lost'"):
+            store.record_gap("rtsp://cam2", 1.0, 2.0, "lost")
     assert main(["events", str(db), "--gaps", "--source", "rtsp://cam1", "--since", "5", "--json"]) == 0
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
-        {"source": "rtsp://cam1", "start": 20.0, "end": 21.5}]
+        {"source": "rtsp://cam1", "start": 20.0, "end": 21.5, "kind": "drop"}]
+    assert main(["events", str(db), "--gaps", "--source", "rtsp://cam2"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["10.00", "12.00", "2.00", "skipped", "rtsp://cam2"]
     assert main(["events", str(db), "--gaps", "--source", "rtsp://nowhere"]) == 0
     assert capsys.readouterr().out.strip() == f"no gaps in {db} match"
     assert main(["events", str(db), "--gaps", "--label", "fight"]) == 2
@@ -445,6 +453,8 @@ def test_thumbnail_names_are_safe_and_a_link_out_of_the_folder_is_refused(fresh,
     with pytest.raises(ValueError, match="outside"):
         thumbnail_path(folder, event.source, event.start, event.label)
     fresh.thumbnails = folder
-    fresh._close([event], [(1.0, np.zeros((32, 48, 3), np.uint8))])
+    state = _SourceState(fresh, event.source)
+    state.frames.append((1.0, np.zeros((32, 48, 3), np.uint8)))
+    state.close([event])
     assert not outside.exists() and event.thumbnail is None
     assert any("no thumbnail" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)

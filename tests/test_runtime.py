@@ -1,20 +1,17 @@
-"""Backbone runtimes (eager fp32, bfloat16, ONNX Runtime), the streaming prefetcher and `avar bench`."""
+"""Backbone runtimes (eager fp32, bfloat16, ONNX Runtime) and `avar bench`."""
 
 import json
-import queue
-import time
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from avar import cli
 from avar.features import build_extractor
 from avar.features import runtime as runtime_mod
-from avar.media.decode import MediaError, StepMedia
-from avar.media.synth import write_bench_clip
+from avar.media.synth import write_av_file, write_bench_clip
 from avar.serve.bench import run_bench
-from avar.serve.watch import WatchStats, _Prefetch
 from test_extractors import tiny_mobilevit_dir, tiny_wav2vec2_dir
 
 
@@ -82,6 +79,77 @@ def test_auto_picks_the_measured_runtime_and_falls_back_without_native_bf16(tmp_
         build_extractor("wav2vec2-base", weights, runtime="fast")
 
 
+@pytest.fixture(scope="module")
+def media_files(tmp_path_factory):
+    """Two small real media files (H.264 + AAC): the walkway scene, each with its own noise and siren."""
+    folder = tmp_path_factory.mktemp("media")
+    return [write_bench_clip(folder / f"cam{i}.mp4", seconds=3, size=(160, 120), seed=i) for i in range(2)]
+
+
+def test_int8_features_match_eager_fp32_on_decoded_audio(tmp_path, media_files):
+    weights = tiny_wav2vec2_dir(tmp_path / "w2")
+    reference = build_extractor("wav2vec2-base", weights)
+    calibration = runtime_mod.calibration_batch(reference, media_files[:1])
+    assert calibration.shape == (3, 16000) and calibration.dtype == np.float32
+    unseen = runtime_mod.calibration_batch(reference, media_files[1:])
+    quantised = build_extractor("wav2vec2-base", weights).use_runtime("int8", calibration=calibration)
+    assert quantised.runtime == "int8"
+    out = quantised(unseen)
+    assert out.shape == (3, reference.dim) and out.dtype == np.float32
+    expected = reference(unseen)
+    assert cosines(expected, out).min() >= 0.99
+    assert np.abs(expected - out).max() > 1e-4  # int8 arithmetic, not the fp32 graph
+    graph = onnx.load(str(quantised.int8_path(calibration)))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.graph.node}
+
+
+def test_int8_model_is_cached_and_keyed_by_weights_and_calibration(tmp_path, media_files, monkeypatch):
+    weights = tiny_wav2vec2_dir(tmp_path / "w2")
+    backbone = build_extractor("wav2vec2-base", weights)
+    calibration = runtime_mod.calibration_batch(backbone, media_files[:1])
+    path = backbone.use_runtime("int8", calibration=calibration).int8_path(calibration)
+    export = backbone.onnx_path()
+    assert path.parent == export.parent == tmp_path / "w2" / "avar-onnx" and path.is_file() and export.is_file()
+    assert path.name.startswith(export.stem + "-int8-")
+    assert not list(path.parent.glob(".*"))  # no temporary files left behind
+    stamp = path.stat().st_mtime_ns
+    build_extractor("wav2vec2-base", weights).use_runtime("int8", calibration=calibration.copy())
+    assert path.stat().st_mtime_ns == stamp  # reused, not calibrated again
+
+    other_media = runtime_mod.calibration_batch(backbone, media_files[1:])
+    assert backbone.int8_path(other_media) != path
+    other_weights = build_extractor("wav2vec2-base", weights)
+    with torch.no_grad():
+        next(other_weights.net.parameters()).add_(0.5)
+    assert other_weights.int8_path(calibration) != path
+
+    # Without calibration data: the model already made for these weights (`avar export --int8`) ...
+    assert build_extractor("wav2vec2-base", weights, runtime="int8").int8_model == path
+    assert path.stat().st_mtime_ns == stamp
+    # ... else the documented default media, decoded the same way.
+    monkeypatch.setattr(runtime_mod, "default_calibration_media", lambda: media_files[1])
+    fresh = tiny_wav2vec2_dir(tmp_path / "fresh")
+    assert build_extractor("wav2vec2-base", fresh, runtime="int8").int8_model == \
+        build_extractor("wav2vec2-base", fresh).int8_path(other_media)
+
+
+def test_a_corrupt_int8_model_names_the_file_and_the_fix(tmp_path, media_files):
+    weights = tiny_wav2vec2_dir(tmp_path / "w2")
+    backbone = build_extractor("wav2vec2-base", weights)
+    calibration = runtime_mod.calibration_batch(backbone, media_files[:1])
+    path = backbone.int8_path(calibration)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a model")
+    with pytest.raises(RuntimeError, match=f"{path.name}: cannot load this ONNX model .*delete the file and rerun"):
+        backbone.use_runtime("int8", calibration=calibration)
+
+
+def test_calibration_needs_the_stream_it_calibrates(tmp_path):
+    silent = write_av_file(tmp_path / "silent.mp4", np.zeros((10, 64, 64, 3), np.uint8), 5, None, 16000)
+    with pytest.raises(ValueError, match="silent.mp4: no sound to calibrate wav2vec2-base on"):
+        runtime_mod.calibration_batch(build_extractor("wav2vec2-base", tiny_wav2vec2_dir(tmp_path / "w2")), [silent])
+
+
 def test_random_weights_are_deterministic_and_alive(frames):
     a = build_extractor("efficientnet-lite0", random_weights=True)
     b = build_extractor("efficientnet-lite0", random_weights=True)
@@ -89,43 +157,6 @@ def test_random_weights_are_deterministic_and_alive(frames):
     np.testing.assert_array_equal(fa, fb)
     # Calibrated batch norm keeps activations at a trained network's scale, far from zero.
     assert fa.std() > 0.05 and np.abs(fa[0] - fa[1]).max() > 1e-2
-
-
-def _media(i, seconds=1.0):
-    return StepMedia(i * seconds, (i + 1) * seconds, np.zeros((2, 2, 3), np.uint8), np.zeros(16, np.float32))
-
-
-def test_prefetch_hands_over_decoded_steps_before_the_error():
-    def steps():
-        for i in range(3):
-            yield _media(i)
-        raise MediaError("cam.mp4", "decoding failed")
-
-    got = []
-    with pytest.raises(MediaError, match="decoding failed"):
-        for group in _Prefetch(steps(), False, WatchStats()).batches(8):
-            got.extend(m.time for m, _ in group)
-    assert got == [0.0, 1.0, 2.0]
-
-
-def test_batches_take_what_is_ready_and_never_wait_for_more():
-    gate: queue.Queue = queue.Queue()
-
-    def live():  # a step arrives only when the test lets it
-        for i in range(3):
-            gate.get()
-            yield _media(i)
-
-    sizes = []
-    batches = _Prefetch(live(), False, WatchStats()).batches(8)
-    for _ in range(3):
-        gate.put(None)
-        sizes.append(len(next(batches)))
-    assert sizes == [1, 1, 1]
-
-    fast = _Prefetch(iter([_media(i) for i in range(20)]), False, WatchStats())
-    time.sleep(0.2)  # the decoder runs ahead
-    assert [len(g) for g in fast.batches(8)] == [8, 8, 4]
 
 
 def test_bench_reports_throughput_latency_and_memory(tmp_path):
@@ -153,3 +184,13 @@ def test_bench_and_export_commands(tmp_path, capsys):
     assert "logmel: plain numpy" in printed
     assert len(list((tmp_path / "mv" / "avar-onnx").glob("mobilevit-small-*.onnx"))) == 1
     assert cli.main(["export"]) == 2
+
+
+def test_export_builds_the_int8_model_from_media(tmp_path, media_files, capsys):
+    weights = tiny_wav2vec2_dir(tmp_path / "w2")
+    args = ["export", "--audio", "wav2vec2-base", "--audio-weights", weights, "--int8", *map(str, media_files)]
+    assert cli.main(args) == 0 and "int8, calibrated on 6 steps" in capsys.readouterr().out
+    made = list((tmp_path / "w2" / "avar-onnx").glob("wav2vec2-base-*-int8-*.onnx"))
+    assert len(made) == 1
+    assert build_extractor("wav2vec2-base", weights, runtime="int8").int8_model == made[0]
+    assert cli.main(args) == 0 and "already calibrated" in capsys.readouterr().out

@@ -235,3 +235,134 @@ def test_realtime_paces_a_file_at_its_own_speed(run_dir, tmp_path):
         # A record can only exist once its step has "happened" on the file's clock.
         assert time.monotonic() - t0 >= record.end - 0.05
     assert time.monotonic() - t0 >= 2.0
+
+
+class _Camera:
+    """A live source made of a file: packets at their own pace from the moment it is opened (a
+    camera paces itself), and optionally, on its first connection, a ``stall`` (no packet for
+    that many seconds once the media passes ``at`` s) or a drop (an I/O error at ``at`` s)."""
+
+    def __init__(self, path, stall=0.0, drop=False, at=2.5, first=True):
+        self.c = av.open(str(path))
+        self.streams = self.c.streams
+        self.stall, self.drop, self.at = (stall, drop, at) if first else (0.0, False, at)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.c.close()
+
+    def demux(self, *streams):
+        import time
+
+        t0, stalled = time.monotonic(), 0.0
+        for packet in self.c.demux(*streams):
+            if packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                if t > self.at and self.drop:
+                    raise av.error.FFmpegError(5, "Input/output error")
+                if t > self.at and self.stall and not stalled:
+                    stalled = self.stall
+                    time.sleep(self.stall)
+                time.sleep(max(0.0, t + stalled - (time.monotonic() - t0)))
+            yield packet
+
+
+def test_many_live_sources_in_one_process_one_stalls_one_drops(run_dir, tmp_path):
+    """Three cameras in one watch: the stalled and the dropped one never delay the healthy one,
+    and the store keeps the stall and the gap."""
+    import time
+
+    clip = _clip(tmp_path / "cam.mp4", seconds=6)
+    opened = []
+
+    def opener(url):
+        opened.append(url)
+        first = opened.count(url) == 1
+        return _Camera(clip, stall=3.0 if "stalls" in url else 0.0, drop="drops" in url, first=first)
+
+    uris = ["rtsp://cam/healthy", "rtsp://cam/stalls", "rtsp://cam/drops"]
+    arrivals = {u: [] for u in uris}
+    seen_states = set()
+    with EventStore(tmp_path / "events.db") as store:
+        watcher = Watcher(run_dir, causal=True, store=store, opener=opener, max_retries=2, stall_after=1.5)
+        watcher.warm_up()
+        t0 = time.monotonic()
+        for uri, record in watcher.watch_many(uris):
+            arrivals[uri].append((time.monotonic() - t0, record))
+            seen_states |= {(s["uri"], s["state"]) for s in store.sources()}
+        gaps = {u: [(g["kind"], g["start"], g["end"]) for g in store.query_gaps(source=u)] for u in uris}
+        sources = {s["uri"]: s for s in store.sources()}
+    assert watcher.failures == []
+    healthy = arrivals["rtsp://cam/healthy"]
+    assert [r.time for _, r in healthy] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    # Its pace: each record within 1.5 s of its step's end on its own clock, the stall (3 s,
+    # from 2.5 s) and the drop notwithstanding.
+    first_at = healthy[0][0] - healthy[0][1].end
+    assert all(at - first_at <= r.end + 1.5 for at, r in healthy), [(round(at, 2), r.end) for at, r in healthy]
+    assert gaps["rtsp://cam/healthy"] == []
+    (stall,) = gaps["rtsp://cam/stalls"]
+    assert stall[0] == "stall" and 2.0 <= stall[2] - stall[1] <= 4.0
+    assert ("rtsp://cam/stalls", "stalled") in seen_states
+    (drop,) = gaps["rtsp://cam/drops"]
+    assert drop[0] == "drop" and drop[2] - drop[1] >= 0.5  # at least the back-off
+    assert ("rtsp://cam/drops", "reconnecting") in seen_states
+    assert {u: s["state"] for u, s in sources.items()} == dict.fromkeys(uris, "done")
+    assert watcher.source_stats["rtsp://cam/stalls"].stalls == 1
+    for uri in uris[1:]:
+        times = [r.time for _, r in arrivals[uri]]
+        assert times == sorted(times) and len(times) >= 6
+        # the records after the hole start where it ends
+        after = [t for t in times if t >= gaps[uri][0][1]]
+        assert after and after[0] == pytest.approx(gaps[uri][0][2])
+
+
+def test_a_live_source_the_backbones_cannot_keep_up_with_skips_steps_and_says_which(run_dir, tmp_path):
+    """Backbones slower than real time: the source is reported lagging and its oldest waiting
+    steps are skipped (stored as gaps of kind skipped) instead of piling up."""
+    import time
+
+    clip = _clip(tmp_path / "cam.mp4", seconds=8, tone=None)
+    with EventStore(tmp_path / "events.db") as store:
+        watcher = Watcher(run_dir, causal=True, store=store, batch=1, lag_after=1.0, skip_after=2.0)
+        features = watcher.features
+
+        def slow(frames, audio):
+            time.sleep(1.6)  # each step costs more than the second it covers
+            return features(frames, audio)
+
+        watcher.features = slow
+        records = [r for _, r in watcher.watch_many([str(clip)], realtime=True)]
+        skipped = store.gaps(str(clip), "skipped")
+        (source,) = store.sources()
+    stats = watcher.source_stats[str(clip)]
+    assert stats.skipped >= 1 and stats.lagging >= 1
+    assert len(records) + stats.skipped == 8
+    assert source["skipped"] == len(skipped) == stats.skipped and source["lagging"] >= 1
+    done = {r.time for r in records}
+    assert done.isdisjoint(start for start, _ in skipped)
+    assert sorted(done | {start for start, _ in skipped}) == [float(i) for i in range(8)]
+
+
+def test_sources_file_and_the_watch_command_with_many_sources(run_dir, tmp_path, capsys):
+    from avar import cli
+    from avar.serve.watch import read_sources
+
+    a = _clip(tmp_path / "a.mp4", seconds=3, tone=None)
+    b = _clip(tmp_path / "my b.mp4", seconds=2, tone=None, seed=1)
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"# cameras\n{a} gate\n\n\"{b}\"\n")
+    assert [(s.uri, s.name) for s in read_sources(listing)] == [(str(a), "gate"), (str(b), None)]
+    db = tmp_path / "events.db"
+    assert cli.main(["watch", str(run_dir), "--sources", str(listing), "--json", "--db", str(db)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((x["source"], x["time"]) for x in lines) == [(str(a), 0.0), (str(a), 1.0), (str(a), 2.0),
+                                                                (str(b), 0.0), (str(b), 1.0)]
+    with EventStore(db) as store:
+        assert {s["uri"]: s["name"] for s in store.sources()} == {str(a): "gate", str(b): None}
+    listing.write_text(f"{a} gate extra\n")
+    assert cli.main(["watch", str(run_dir), "--sources", str(listing)]) == 2
+    assert "sources.txt:1: expected URI or URI NAME, got 3 fields" in capsys.readouterr().err
+    assert cli.main(["watch", str(run_dir)]) == 2
+    assert "nothing to watch" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import inspect
 import json
 
 RUNTIME_HELP = ("how backbones run: auto (the fastest measured: ONNX Runtime or bfloat16), torch (eager fp32, "
-                "the reference), bf16, onnx")
+                "the reference), bf16, onnx, int8 (ONNX Runtime static int8, calibrated on real media; "
+                "see docs/realtime.md)")
 
 
 def runtime_choices() -> tuple[str, ...]:

@@ -58,7 +58,7 @@ def _class_thresholds(items: list[str], classes: list[str], normal: str | None) 
 def cmd_watch(args) -> int:
     from avar.serve.events import EventConfig
     from avar.serve.store import EventStore
-    from avar.serve.watch import Watcher
+    from avar.serve.watch import Source, Watcher, read_sources
     from avar.runs import load_run
 
     if args.idle_timeout is not None and not args.follow:
@@ -77,24 +77,41 @@ def cmd_watch(args) -> int:
                              class_thresholds=thresholds)
     except ValueError as exc:
         raise ValueError(f"{exc}; adjust --threshold, --release, --min-duration or --class-threshold") from exc
+    sources = [Source(uri) for uri in args.sources] + (read_sources(args.sources_file) if args.sources_file else [])
+    if not sources:
+        raise ValueError("nothing to watch: pass one or more SOURCE (file, folder, URL, device) or --sources FILE")
     idle_timeout = default_of(Watcher.watch, "idle_timeout") if args.idle_timeout is None else args.idle_timeout
     store = EventStore(args.db) if args.db else None
     try:
         watcher = Watcher(run, causal=args.causal, events=config, store=store,
                           jsonl=args.jsonl, thumbnails=args.thumbnails, runtime=args.runtime, batch=args.batch,
-                          anonymize=anonymize_config(args) if args.anonymize else None)
-        for record in watcher.watch(args.source, realtime=args.realtime, follow=args.follow,
-                                    idle_timeout=idle_timeout):
+                          anonymize=anonymize_config(args) if args.anonymize else None, lag_after=args.lag_after,
+                          skip_after=args.skip_after, stall_after=args.stall_after)
+        options = dict(realtime=args.realtime, follow=args.follow, idle_timeout=idle_timeout)
+        # One source keeps the plain record lines and raises its failure (exit status 2, one line);
+        # many are tagged by source, and a failed one is listed at the end.
+        if len(sources) == 1:
+            records = ((sources[0].uri, r) for r in watcher.watch(sources[0].uri, **options))
+        else:
+            records = watcher.watch_many(sources, **options)
+        names = {s.uri: s.name or s.uri for s in sources}
+        for uri, record in records:
             if args.json:
-                print(json.dumps(record.__dict__), flush=True)
+                print(json.dumps({**({"source": uri} if len(sources) > 1 else {}), **record.__dict__}), flush=True)
             elif not args.quiet:
-                print(f"{record.time:9.1f}-{record.end:<9.1f} {record.predicted:16} anomaly {record.anomaly_score:.2f}", flush=True)
+                tag = f"{names.get(uri, uri)}  " if len(sources) > 1 else ""
+                print(f"{tag}{record.time:9.1f}-{record.end:<9.1f} {record.predicted:16} anomaly "
+                      f"{record.anomaly_score:.2f}", flush=True)
     finally:
         if store is not None:
             store.close()
     if not args.json:
         for e in watcher.events:
             print(f"event {e.label} {e.start:.1f}-{e.end:.1f} s peak {e.peak_score:.2f} ({e.source})")
+    for uri, stats in watcher.source_stats.items():
+        if stats.skipped or stats.stalls or stats.lagging:
+            print(f"{uri}: {stats.steps} steps, {stats.skipped} skipped to keep up, fell behind {stats.lagging} "
+                  f"time(s), stalled {stats.stalls} time(s)", file=sys.stderr)
     for failure in watcher.failures:
         print(f"failed: {failure['source']}: {failure['reason']}", file=sys.stderr)
     return 1 if watcher.failures else 0
@@ -115,9 +132,9 @@ def cmd_events(args) -> int:
         elif not gaps:
             print(f"no gaps in {args.db} match")
         else:
-            print(f"{'start':>9} {'end':>9} {'lost':>8}  source")
+            print(f"{'start':>9} {'end':>9} {'lost':>8} {'kind':8} source")
             for g in gaps:
-                print(f"{g['start']:>9.2f} {g['end']:>9.2f} {g['end'] - g['start']:>8.2f}  {g['source']}")
+                print(f"{g['start']:>9.2f} {g['end']:>9.2f} {g['end'] - g['start']:>8.2f} {g['kind']:8} {g['source']}")
         return 0
     with EventStore(args.db, create=False) as store:
         rows = store.query(label=args.label, source=args.source, since=args.since, until=args.until,
@@ -158,6 +175,7 @@ def cmd_bench(args) -> int:
 
 def cmd_export(args) -> int:
     from avar.features import build_extractor
+    from avar.features.runtime import calibration_batch
     from avar.runs import load_run
 
     if args.run:
@@ -171,12 +189,21 @@ def cmd_export(args) -> int:
         if not hasattr(backbone, "export_onnx"):
             print(f"{backbone.name}: plain numpy, nothing to export")
             continue
-        path = backbone.onnx_path(Path(args.out) if args.out else None)
+        out = Path(args.out) if args.out else None
+        path = backbone.onnx_path(out)
         if path.is_file() and not args.force:
             print(f"{backbone.name}: {path} (already exported)")
-            continue
-        backbone.export_onnx(path)
-        print(f"{backbone.name}: {path}")
+        else:
+            backbone.export_onnx(path)
+            print(f"{backbone.name}: {path}")
+        if args.int8:
+            calibration = calibration_batch(backbone, args.int8)
+            path = backbone.int8_path(calibration, out)
+            if path.is_file() and not args.force:
+                print(f"{backbone.name}: {path} (int8, already calibrated on these {len(calibration)} steps)")
+                continue
+            backbone.quantize_int8(path, calibration)
+            print(f"{backbone.name}: {path} (int8, calibrated on {len(calibration)} steps)")
     return 0
 
 
@@ -214,7 +241,11 @@ def add_commands(command) -> None:
 
     p = command("watch", cmd_watch, "stream a file, folder, URL or device through a run: a record per step, events")
     p.add_argument("run_dir")
-    p.add_argument("source", help="media file, folder of files, rtsp://... / http://... URL, or device")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="media file, folder of files, rtsp://... / http://... URL, or device; several are watched at "
+                   "once in one process, their steps batched through the backbones together")
+    p.add_argument("--sources", dest="sources_file", metavar="FILE",
+                   help="more sources, one a line: URI or URI NAME (# comments)")
     p.add_argument("--causal", action="store_true", help="use only past steps (record as soon as a step ends)")
     p.add_argument("--realtime", action="store_true", help="pace files at their own speed")
     p.add_argument("--db", help="SQLite event store to write events and sources to")
@@ -234,6 +265,14 @@ def add_commands(command) -> None:
     p.add_argument("--follow", action="store_true",
                    help="keep reading a file that is still being written (MPEG-TS, Matroska, fragmented MP4; "
                    "a folder's last file) as it grows")
+    for name, what in (("lag_after", "a live source this many seconds behind is 'lagging'"),
+                       ("skip_after", "past this many seconds behind, a live source's oldest steps are skipped "
+                                      "(stored as gaps of kind skipped)"),
+                       ("stall_after", "a live source that delivers nothing this long is 'stalled'; the hole is "
+                                       "stored as a gap of kind stall")):
+        default = default_of(Watcher, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="SECONDS",
+                       help=f"{what} (default {default:g})")
     idle = default_of(Watcher.watch, "idle_timeout")
     p.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                    help=f"with --follow: stop once the file has not grown for this long (default {idle:g})")
@@ -243,7 +282,8 @@ def add_commands(command) -> None:
     p = command("events", cmd_events, "list anomaly events (or stream gaps) kept in an event store")
     p.add_argument("db", help="the event store (SQLite file)")
     p.add_argument("--gaps", action="store_true",
-                   help="list gaps instead of events: the stretches in which a dropped stream delivered nothing")
+                   help="list gaps instead of events: stretches without records (kind drop: a dropped stream; "
+                   "stall: nothing came; skipped: a step skipped to keep up)")
     p.add_argument("--label", help="only this anomaly class")
     p.add_argument("--source", help="only this source URI")
     p.add_argument("--since", type=float, help="only events (gaps) starting at or after SECONDS")
@@ -263,7 +303,7 @@ def add_commands(command) -> None:
     p.add_argument("--centred", action="store_true", help="centred windows instead of causal ones")
     p.add_argument("--json", action="store_true")
 
-    p = command("export", cmd_export, "export backbones to ONNX, cached next to their weights (used by --runtime onnx/auto)")
+    p = command("export", cmd_export, "export backbones to ONNX, cached next to their weights (used by --runtime onnx/int8/auto)")
     p.add_argument("--run", help="export the backbones of this RUN_DIR")
     p.add_argument("--video", help="a video backbone to export")
     p.add_argument("--audio", help="an audio backbone to export")
@@ -271,6 +311,8 @@ def add_commands(command) -> None:
     p.add_argument("--audio-weights")
     p.add_argument("--out", help="folder for the ONNX files (default: next to the weights, else ~/.cache/avar/onnx)")
     p.add_argument("--force", action="store_true", help="export again even if the file exists")
+    p.add_argument("--int8", nargs="+", metavar="MEDIA", help="also quantise to int8 (--runtime int8 then runs it), "
+                   "calibrated on the first 16 steps of each MEDIA file: footage like the cameras' own")
 
     from avar.serve.dashboard.app import DashboardConfig
 

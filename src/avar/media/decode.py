@@ -13,6 +13,7 @@ and ``avar predict`` read), so the two can never disagree.
 
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from dataclasses import dataclass
@@ -96,15 +97,38 @@ def n_steps_for(duration: float, step: float) -> int:
     return max(1, int(math.floor(duration / step + 0.5)))
 
 
+@dataclass
+class DecodeStats:
+    """What decoding a source cost: video packets read, frames the decoder produced, and
+    frames it was allowed to skip because no step could show them (see ``CentreFrames.plan``)."""
+
+    packets: int = 0
+    frames_decoded: int = 0
+    frames_skipped: int = 0
+
+
+class _Skipped:
+    """Stands in for a frame the decoder skipped; only its timestamp entered the timeline."""
+
+
+SKIPPED = _Skipped()
+
+
 class CentreFrames:
     """Streams decoded frames and keeps, for each step centre, the frame on screen then.
 
     Only kept frames are converted to RGB, because conversion costs more than decoding.
     ``kept[i]`` is step ``i``'s frame; a streaming reader (``avar.serve.watch``) may take
     a frame out and leave ``None`` so memory stays bounded on long streams.
+
+    ``plan`` tells, per video packet before it is decoded, whether the decoder may skip it
+    (if it is a non-reference frame): only when no step can show it. Skipped frames still
+    enter the timeline by their packet's timestamp (``_place``), so the gaps, jumps, first
+    and last times, and hence every step, are exactly those of decoding every frame.
     """
 
-    def __init__(self, origin: float, step: float, size: tuple[int, int] | None, source: str = ""):
+    def __init__(self, origin: float, step: float, size: tuple[int, int] | None, source: str = "",
+                 rate: float | None = None):
         self.origin, self.step, self.size, self.source = origin, step, size, source
         self.kept: list[np.ndarray] = []
         self.prev = None
@@ -113,8 +137,18 @@ class CentreFrames:
         self.shift = 0.0  # seconds taken off every later timestamp, closing jumps
         self.interval = min(step, 0.04)  # the last regular gap between frames
         self.jumps: list[tuple[float, float]] = []
+        # Skipping needs the container's frame interval; without one every frame is decoded.
+        self.nominal = 1.0 / rate if rate and rate > 0 else None
+        self.recent: list[float] = []  # timestamps of the last video packets read (decode order)
+        self.pending: list[float] = []  # sorted timestamps of packets the decoder may have skipped
+        self.raw_last: float | None = None  # the last decoded frame's own timestamp
+        self.ordered = True  # decoded frames came out in timestamp order so far
+        self.skipped = 0  # frames the decoder skipped
 
     def rgb(self, frame) -> np.ndarray:
+        if frame is SKIPPED:
+            raise RuntimeError(f"{self.source}: a frame the decoder skipped was to be shown; "
+                               "CentreFrames.plan let through a frame a step needs")
         if self.size is None:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
@@ -122,17 +156,68 @@ class CentreFrames:
     def _centre(self, i: int) -> float:
         return self.origin + (i + 0.5) * self.step
 
+    def plan(self, t: float | None) -> bool:
+        """Whether the video packet shown at ``t`` seconds (its pts, None if unknown) may be
+        skipped by the decoder, decided before decoding it. A frame is on screen from its
+        timestamp until the next frame's; it may be skipped when a packet already read shows
+        the next frame within 1.5 frame intervals and no step centre falls in between (with a
+        quarter interval to spare). Anything unusual decodes the packet: no timestamp, no frame
+        rate, no frame decoded yet (the first frame is shown before it), a timestamp jump so far,
+        frames out of order, or a packet not later than the frames already decoded (or so far
+        after them that a jump may lie between)."""
+        if t is None:
+            return False
+        ahead = [r for r in self.recent if r > t]
+        self.recent = self.recent[-15:] + [t]  # a reorder window; B-frame pyramids stay well inside it
+        if (self.nominal is None or self.first_time is None or self.jumps or not self.ordered or not ahead
+                or t <= self.last_time):
+            return False
+        if t - self.last_time > max(JUMP_SECONDS, 10 * self.step):
+            return False  # a jump may lie between the frames decoded so far and this one
+        following = min(ahead)
+        margin = 0.25 * self.nominal
+        if following - t > 1.5 * self.nominal:
+            return False
+        # The first step centre at or after t - margin must come after following + margin.
+        i = max(0, math.floor((t - margin - self.origin) / self.step - 0.5))
+        while self._centre(i) < t - margin:
+            i += 1
+        if self._centre(i) <= following + margin:
+            return False
+        bisect.insort(self.pending, t)
+        return True
+
     def push(self, frame) -> None:
         t = frame.time
         if t is None:
             raise ValueError("a video frame has no timestamp")
+        if self.raw_last is not None and t <= self.raw_last:
+            self.ordered = False
+        self.raw_last = t
+        # Packets sent as skippable and timed before this frame were skipped: frames come out in
+        # timestamp order. One timed exactly at it was a reference frame and is this one.
+        while self.pending and self.pending[0] <= t:
+            skipped = self.pending.pop(0)
+            if skipped < t:
+                self.skipped += 1
+                self._place(skipped, SKIPPED)
+        self._place(t, frame)
+
+    def finish(self) -> None:
+        """Place skipped frames timed after the last decoded one (only possible if a frame the
+        decoder should have produced never came); call once the decoder is drained."""
+        while self.pending:
+            self.skipped += 1
+            self._place(self.pending.pop(0), SKIPPED)
+
+    def _place(self, t: float, frame) -> None:
         t -= self.shift
         if self.last_time is not None:
             gap = t - self.last_time
             if gap > max(JUMP_SECONDS, 10 * self.step):
                 self.jumps.append((self.last_time, t + self.shift))
                 warnings.warn(f"{self.source}: video timestamps jump from {self.last_time:.2f} s to "
-                              f"{t + self.shift:.2f} s; the gap is closed (timestamp_jump)", stacklevel=2)
+                              f"{t + self.shift:.2f} s; the gap is closed (timestamp_jump)", stacklevel=3)
                 self.shift += gap - self.interval
                 t -= gap - self.interval
             elif gap > 0:
@@ -145,7 +230,6 @@ class CentreFrames:
             shown = self.prev if self.prev is not None else frame
             self.kept.append(self.rgb(shown))
         self.prev = frame
-
 
 
 def resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -184,12 +268,18 @@ def iter_steps(
     frame_size: tuple[int, int] | None = None,
     *,
     opener: Opener = av.open,
+    decode_all: bool = False,
+    stats: DecodeStats | None = None,
 ) -> Iterator[StepMedia]:
     """Stream ``source`` (a file, URL or device FFmpeg can open) as ``StepMedia``, one per step.
 
     A step is handed over once the first frame after its centre has arrived and the audio has
     reached its end, or the stream has ended. ``frame_size`` (width, height) resizes frames.
-    Raises ``MediaError`` naming the source when it cannot be opened or decoding fails.
+    The decoder skips non-reference frames no step can show (``CentreFrames.plan``); the steps
+    are the same as with ``decode_all=True``, which decodes every frame (the reference the
+    tests and ``benchmarks/decode_speed.py`` compare against). ``stats``, if given, is filled
+    with what decoding cost. Raises ``MediaError`` naming the source when it cannot be opened
+    or decoding fails.
     """
     check_step(step)
     try:
@@ -198,12 +288,13 @@ def iter_steps(
         raise MediaError(source, f"cannot open as media ({exc}); is it a video file, URL or device FFmpeg can read?")
     with container:
         try:
-            yield from _stream(container, str(source), step, frame_size)
+            yield from _stream(container, str(source), step, frame_size, decode_all, stats or DecodeStats())
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
             raise MediaError(source, f"decoding failed ({exc}); the file may be truncated or the stream dropped")
 
 
-def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMedia]:
+def _stream(container, source: str, step: float, frame_size, decode_all: bool,
+            stats: DecodeStats) -> Iterator[StepMedia]:
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
@@ -212,8 +303,10 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
     origin = min(starts) if starts else 0.0
     per_step = int(round(step * AUDIO_RATE))
 
-    frames = CentreFrames(origin, step, frame_size, source) if video is not None else None
+    frames = None
     if video is not None:
+        rate = video.average_rate or video.guessed_rate
+        frames = CentreFrames(origin, step, frame_size, source, None if decode_all else rate)
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None
     # The track from ``base`` (a sample index on the source's timeline, 0 = origin) onwards;
@@ -260,8 +353,19 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
 
     streams = [s for s in (video, audio) if s is not None]
     for packet in container.demux(*streams):
+        if packet.stream is video:
+            skip = False
+            if packet.size:
+                stats.packets += 1
+                # As PyAV times frames, so a skipped frame's timestamp equals the decoded one's.
+                skip = frames.plan(None if packet.pts is None else float(packet.pts)
+                                   * packet.time_base.numerator / packet.time_base.denominator)
+            # FFmpeg hands skip_frame to its frame threads with each packet, so it holds per
+            # packet; NONREF skips only frames no other frame is predicted from.
+            video.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
         for frame in packet.decode():
             if packet.stream is video:
+                stats.frames_decoded += 1
                 frames.push(frame)
             else:
                 if audio_start is None:
@@ -271,6 +375,9 @@ def _stream(container, source: str, step: float, frame_size) -> Iterator[StepMed
             yield take(done, (done + 1) * step, frame_of(done), audio is None)
             done += 1
 
+    if frames is not None:
+        frames.finish()
+        stats.frames_skipped = frames.skipped
     if resampler is not None and audio_start is not None:
         add_audio(resampler.resample(None))
     audio_end = origin if audio_start is None else audio_start + written / AUDIO_RATE

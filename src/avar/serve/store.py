@@ -18,7 +18,7 @@ from avar.serve.events import Event
 # Marks the file as ours, so that opening some other SQLite database fails loudly instead of
 # adding tables to it. "AVAR" in ASCII.
 APPLICATION_ID = 0x41564152
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE sources(id INTEGER PRIMARY KEY, uri TEXT UNIQUE NOT NULL, kind TEXT, first_seen REAL,
@@ -39,11 +39,25 @@ CREATE TABLE steps(source_id INTEGER NOT NULL REFERENCES sources(id), "time" REA
 CREATE INDEX events_source ON events(source_id, "start");
 """
 
+# Many sources in one watch (schema 4): a source's display name, its state as the watcher saw
+# it last (live, reading, lagging, stalled, reconnecting, done, error), how many of its steps
+# were skipped to keep up and how often it fell behind; a gap's kind: 'drop' (the connection
+# was lost), 'stall' (nothing came for a while), 'skipped' (one step not processed).
+_SOURCE_STATE = """
+ALTER TABLE sources ADD COLUMN name TEXT;
+ALTER TABLE sources ADD COLUMN state TEXT;
+ALTER TABLE sources ADD COLUMN skipped INTEGER DEFAULT 0;
+ALTER TABLE sources ADD COLUMN lagging INTEGER DEFAULT 0;
+ALTER TABLE gaps ADD COLUMN kind TEXT NOT NULL DEFAULT 'drop';
+"""
+
 # What brings a store of schema version N up to N + 1, applied in order when it is opened.
 _MIGRATIONS = {
     1: "ALTER TABLE sources ADD COLUMN error TEXT;",
     2: _STEPS,
+    3: _SOURCE_STATE,
 }
+GAP_KINDS = ("drop", "stall", "skipped")
 
 
 class EventStore:
@@ -78,9 +92,10 @@ class EventStore:
         n_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if app_id == 0 and n_tables == 0:
             with db:
-                db.executescript(_SCHEMA + _STEPS)
+                # schema 2; the migrations below bring it to the current one
+                db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("PRAGMA user_version = 2")
         elif app_id != APPLICATION_ID:
             raise ValueError(f"{self.path} is a SQLite database but not an avar event store; "
                              "pass a new file name or one written by avar")
@@ -103,15 +118,23 @@ class EventStore:
         # the lock a checkpoint needs; wait for it rather than fail.
         db.execute("PRAGMA busy_timeout = 10000")
 
-    def add_source(self, uri: str, kind: str) -> int:
+    def add_source(self, uri: str, kind: str, name: str | None = None) -> int:
         """The id of source ``uri``, registering it on first sight; later calls refresh ``last_seen``
-        and clear the ``error`` of an earlier watch (the first ``kind`` stays)."""
+        and ``name`` (when given) and clear the ``error`` of an earlier watch (the first ``kind`` stays)."""
         now = time.time()
         with self._db:
-            self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen, error = NULL",
-                             (uri, kind, now, now))
+            self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen, name) VALUES (?, ?, ?, ?, ?) "
+                             "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen, error = NULL, "
+                             "name = coalesce(excluded.name, name)",
+                             (uri, kind, now, now, name))
         return self._source_id(uri)
+
+    def set_state(self, uri: str, state: str, *, lagging: bool = False) -> None:
+        """Note source ``uri``'s state as its watcher sees it now (``lagging``: it fell behind once
+        more); nothing for a source not registered yet."""
+        with self._db:
+            self._db.execute("UPDATE sources SET state = ?, lagging = lagging + ?, last_seen = ? WHERE uri = ?",
+                             (state, int(lagging), time.time(), uri))
 
     def mark_error(self, uri: str, reason: str) -> None:
         """Note that watching ``uri`` failed because of ``reason``. A source never read before is
@@ -154,35 +177,44 @@ class EventStore:
             row["probabilities"] = json.loads(row["probabilities"])
         return rows
 
-    def record_gap(self, uri: str, start: float, end: float) -> None:
-        """Note that source ``uri`` delivered nothing from ``start`` to ``end`` (seconds), e.g. a dropped stream."""
+    def record_gap(self, uri: str, start: float, end: float, kind: str = "drop") -> None:
+        """Note that source ``uri`` has no records from ``start`` to ``end`` (seconds): ``kind``
+        'drop' (the connection was lost) or 'stall' (nothing came for a while) count in the
+        source's ``gaps``, 'skipped' (one step not processed, to keep up) in its ``skipped``."""
         if end < start:
             raise ValueError(f"gap of {uri!r} ends ({end}s) before it starts ({start}s)")
+        if kind not in GAP_KINDS:
+            raise ValueError(f"unknown gap kind {kind!r}; one of {', '.join(GAP_KINDS)}")
         source_id = self._source_id(uri)
+        counter = "skipped" if kind == "skipped" else "gaps"
         with self._db:
-            self._db.execute('INSERT INTO gaps(source_id, "start", "end") VALUES (?, ?, ?)', (source_id, start, end))
-            self._db.execute("UPDATE sources SET gaps = gaps + 1 WHERE id = ?", (source_id,))
+            self._db.execute('INSERT INTO gaps(source_id, "start", "end", kind) VALUES (?, ?, ?, ?)',
+                             (source_id, start, end, kind))
+            self._db.execute(f"UPDATE sources SET {counter} = {counter} + 1 WHERE id = ?", (source_id,))
 
-    def gaps(self, uri: str) -> list[tuple[float, float]]:
-        """The recorded gaps of ``uri`` as ``(start, end)`` seconds, in time order."""
-        rows = self._db.execute('SELECT "start", "end" FROM gaps WHERE source_id = ? ORDER BY "start"',
-                                (self._source_id(uri),))
-        return [tuple(r) for r in rows]
+    def gaps(self, uri: str, kind: str | None = None) -> list[tuple[float, float]]:
+        """The recorded gaps of ``uri`` (of one ``kind``, or all) as ``(start, end)`` seconds, in time order."""
+        sql = 'SELECT "start", "end" FROM gaps WHERE source_id = ?' + ("" if kind is None else " AND kind = ?")
+        params = (self._source_id(uri),) + (() if kind is None else (kind,))
+        return [tuple(r) for r in self._db.execute(sql + ' ORDER BY "start"', params)]
 
     def query_gaps(self, *, source: str | None = None, since: float | None = None, until: float | None = None,
                    limit: int | None = None) -> list[dict]:
-        """Gaps as dicts ``{"source", "start", "end"}`` (seconds), by source then time.
+        """Gaps as dicts ``{"source", "start", "end", "kind"}`` (seconds), by source then time.
 
         ``source`` keeps one source's (none for an unknown one); ``since``/``until`` keep gaps with
         ``since <= start < until``; ``limit`` keeps the first N.
         """
-        return self._select('SELECT s.uri AS source, g."start", g."end" FROM gaps g JOIN sources s ON s.id = g.source_id',
+        return self._select('SELECT s.uri AS source, g."start", g."end", g.kind FROM gaps g '
+                            "JOIN sources s ON s.id = g.source_id",
                             (("s.uri = ?", source), ('g."start" >= ?', since), ('g."start" < ?', until)),
                             's.id, g."start"', limit, "gaps")
 
     def sources(self) -> list[dict]:
-        """Every source with its bookkeeping columns; ``error`` is why its latest watch failed, else None."""
-        cur = self._db.execute("SELECT id, uri, kind, first_seen, last_seen, gaps, error FROM sources ORDER BY id")
+        """Every source with its bookkeeping columns; ``error`` is why its latest watch failed, else None;
+        ``state`` its watcher's last word (see ``set_state``)."""
+        cur = self._db.execute("SELECT id, uri, name, kind, state, first_seen, last_seen, gaps, skipped, lagging, error "
+                               "FROM sources ORDER BY id")
         return [dict(zip([d[0] for d in cur.description], row)) for row in cur]
 
     def add_events(self, events: list[Event]) -> list[int]:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import math
 import os
-import queue
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ import av
 import numpy as np
 
 from avar.features import Extractor
-from avar.media.decode import MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps, resize_rgb
+from avar.media.decode import AUDIO_RATE, MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps, resize_rgb
 from avar.serve.predict import StepRecord, step_record
 from avar.serve.events import Event, EventConfig, EventDetector, save_thumbnail, thumbnail_path
 from avar.serve.store import EventStore, write_jsonl
@@ -58,6 +59,43 @@ reconnections fail wherever the network does, a damaged file or response always 
 and reconnecting to it would replay it forever."""
 """Seconds between looks at a followed file's size while waiting at its end."""
 
+@dataclass
+class Source:
+    """One thing to watch: ``uri`` (a file, a folder of files, a URL or a device) and an optional
+    display ``name`` (stored with the source)."""
+
+    uri: str
+    name: str | None = None
+
+
+def read_sources(path: Path | str) -> list[Source]:
+    """The sources listed in ``path``: one a line, ``URI`` or ``URI NAME`` (shell quoting for
+    spaces), blank lines and ``#`` comments ignored. Raises ValueError naming the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--sources {path}: cannot read it ({exc}); pass a text file with one URI a line") from exc
+    sources = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            fields = shlex.split(line, comments=True)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}; quote a URI with spaces as \"my clip.mp4\"") from exc
+        if len(fields) > 2:
+            raise ValueError(f"{path}:{number}: expected URI or URI NAME, got {len(fields)} fields; "
+                             "quote a URI or name with spaces")
+        if fields:
+            sources.append(Source(*fields))
+    if not sources:
+        raise ValueError(f"{path}: no sources; write one URI a line, e.g. rtsp://10.0.0.5/stream gate")
+    uris = [s.uri for s in sources]
+    repeated = sorted({u for u in uris if uris.count(u) > 1})
+    if repeated:
+        raise ValueError(f"{path}: {', '.join(repeated)} listed more than once; each source once")
+    return sources
+
+
 class Watcher:
     """A trained run applied to live media: step records as they become known, events as they close.
 
@@ -69,8 +107,16 @@ class Watcher:
     ``max_retries`` times in a row; the hole is recorded as a gap of the source.
 
     ``run`` is a run directory or a loaded ``Run``; its extractors are built under ``runtime``
-    (see ``avar.features.runtime``) unless ``extractors`` (video, audio) are given. Decoding
-    runs in its own thread; the backbones take whatever steps are ready, up to ``batch``.
+    (see ``avar.features.runtime``) unless ``extractors`` (video, audio) are given. Each source
+    is decoded in its own thread; the backbones take whatever steps are ready, of every source,
+    up to ``batch`` at a time.
+
+    Live sources (streams, devices, files paced with ``realtime``): one that falls more than
+    ``lag_after`` seconds behind is ``lagging`` (its state in the store, and a counter); past
+    ``skip_after`` seconds its oldest waiting steps are skipped, so memory stays bounded, and
+    each skipped step is stored as a gap of kind ``skipped``. One that delivers nothing for
+    ``stall_after`` seconds is ``stalled``; when it comes back, the hole is stored as a gap of
+    kind ``stall`` and its later steps are placed after it, as after a drop (kind ``drop``).
     """
 
     def __init__(
@@ -90,16 +136,27 @@ class Watcher:
         batch: int = 8,
         extractors: tuple[Extractor, Extractor] | None = None,
         anonymize=None,
+        lag_after: float = 2.0,
+        skip_after: float = 10.0,
+        stall_after: float = 5.0,
     ):
+        for name, value in (("lag_after", lag_after), ("skip_after", skip_after), ("stall_after", stall_after)):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if skip_after < lag_after:
+            raise ValueError(f"skip_after ({skip_after} s) must be at least lag_after ({lag_after} s)")
         self.run = run if isinstance(run, FeatureRun) else load_run(run)
         self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
         self.batch = batch
         self.stats = WatchStats()
         """Time per stage and per-step latency, accumulated over everything watched."""
+        self.source_stats: dict[str, WatchStats] = {}
+        """The same per source uri (decode time, steps, latencies, skipped steps, stalls, lags)."""
         self.causal = causal
         self.events_config = events or EventConfig(**self.run.extra.get("thresholds", {}))
         self.store, self.jsonl, self.thumbnails = store, jsonl, thumbnails
         self.max_retries, self.opener, self.ring = max_retries, opener, ring
+        self.lag_after, self.skip_after, self.stall_after = lag_after, skip_after, stall_after
         self.anonymizer = anonymize.build() if anonymize is not None else None
         """With an ``avar.anonymize.cover.AnonymizeConfig``: faces and plates covered in every frame."""
         self.events: list[Event] = []
@@ -115,8 +172,9 @@ class Watcher:
         themselves). ``reconnect`` (default: for anything that is not a local file) reopens
         a dropped stream. A file that fails, even part-way, is warned about, listed in
         ``failures`` and marked in the store's sources with its ``error`` (the records and
-        events of what decoded are kept); a folder then goes on with its next file. Failures
-        and reconnections are logged (``logging``, logger ``avar.serve.watch``).
+        events of what decoded are kept); a folder then goes on with its next file, a single
+        source raises its ``MediaError`` after its last record. Failures and reconnections are
+        logged (``logging``, logger ``avar.serve.watch``).
 
         ``follow`` reads a file that is still being written (a recorder's current segment; in a
         folder, its last file) as it grows: at its end the watch waits for more bytes and goes
@@ -125,29 +183,138 @@ class Watcher:
         MP4; not a plain MP4, whose index comes last). Without ``follow``, a file that changes
         while it is read gets a warning: the watch ended at what was there then.
         """
+        feeds = self._feeds([Source(str(source))], realtime, reconnect, follow, idle_timeout)
+        for _, record in self._run(feeds):
+            yield record
+        if feeds[0].fatal is not None:
+            raise feeds[0].fatal
+
+    def watch_many(self, sources: list[Source | str], *, realtime: bool = False, reconnect: bool | None = None,
+                   follow: bool = False, idle_timeout: float = 10.0) -> Iterator[tuple[str, StepRecord]]:
+        """``(uri, record)`` of every source at once, each source's records in time order.
+
+        The options are :meth:`watch`'s, for every source. Each source decodes, paces itself and
+        reconnects in its own thread, so one that stalls, drops or fails never delays the others;
+        a failure is listed in ``failures`` (never raised) and the others go on.
+        """
+        sources = [s if isinstance(s, Source) else Source(str(s)) for s in sources]
+        if not sources:
+            raise ValueError("no sources to watch; pass at least one file, folder, URL or device")
+        uris = [s.uri for s in sources]
+        repeated = sorted({u for u in uris if uris.count(u) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} given more than once; watch each source once")
+        yield from self._run(self._feeds(sources, realtime, reconnect, follow, idle_timeout))
+
+    def _feeds(self, sources: list[Source], realtime, reconnect, follow, idle_timeout) -> list[_Feed]:
         if idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be positive seconds, got {idle_timeout}")
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
-            if not files:
-                raise FileNotFoundError(f"{path}: no media files (extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})")
-            for f in files:
-                try:
-                    yield from self._watch_one(str(f), realtime, bool(reconnect),
-                                               idle_timeout if follow and f == files[-1] else None)
-                except MediaError as exc:
-                    self._fail(str(f), exc.reason)
-            return
-        is_file = path.is_file()
-        if follow and not is_file:
-            log.info("%s: not a local file; --follow only applies to files, a stream is read live anyway", source)
+        lock = threading.Condition()
+        return [_Feed(self, s, lock, realtime=realtime, reconnect=reconnect, follow=follow,
+                      idle_timeout=idle_timeout) for s in sources]
+
+    def _run(self, feeds: list[_Feed]) -> Iterator[tuple[str, StepRecord]]:
+        """The engine: the feeds' steps, batched across sources through the backbones, into each
+        source's window, detector and the store, in each source's order."""
+        lock = feeds[0].lock
+        states: dict[str, _SourceState] = {}
+        for feed in feeds:
+            feed.start()
         try:
-            yield from self._watch_one(str(source), realtime, (not is_file) if reconnect is None else reconnect,
-                                       idle_timeout if follow and is_file else None)
-        except MediaError as exc:
-            self._fail(str(source), exc.reason)
-            raise
+            while True:
+                with lock:
+                    while not any(f.items for f in feeds) and not all(f.finished for f in feeds):
+                        lock.wait(WATCHDOG_INTERVAL)
+                        self._watchdog(feeds, states)
+                    if not any(f.items for f in feeds):
+                        break
+                    controls, batch = _take(feeds, self.batch)
+                    lock.notify_all()  # room again for a file's decoder waiting on a full queue
+                for item in controls:
+                    yield from self._control(item, states)
+                if batch:
+                    yield from self._push(batch, states)
+                with lock:
+                    self._watchdog(feeds, states)
+        finally:
+            for feed in feeds:
+                feed.stop.set()
+            with lock:
+                lock.notify_all()
+            for feed in feeds:
+                # A live source may block inside the decoder; the thread is a daemon and ends with it.
+                feed.thread.join(timeout=1.0)
+
+    def _state(self, uri: str, states: dict[str, _SourceState]) -> _SourceState:
+        if uri not in states:
+            states[uri] = _SourceState(self, uri)
+        return states[uri]
+
+    def _control(self, item: tuple, states: dict[str, _SourceState]) -> Iterator[tuple[str, StepRecord]]:
+        """One message of a feed other than a step (see ``_Feed``), in the feed's order."""
+        kind, uri = item[0], item[1]
+        if kind == "crash":
+            raise item[2]
+        state = self._state(uri, states)
+        if kind == "open":
+            if self.store is not None:
+                self.store.add_source(uri, item[2], name=item[3])
+            state.set(item[4])
+        elif kind == "gap":
+            start, end, gap = item[2:]
+            if self.store is not None:
+                self.store.record_gap(uri, start, end, gap)
+            if gap == "stall":
+                log.warning("%s: stalled: nothing came for %.1f s; the hole is stored as a gap", uri, end - start)
+                state.stats_add("stalls", 1)
+                state.set("live")
+        elif kind == "skip":
+            state.skip(item[2], item[3])
+        elif kind == "state":
+            state.set(item[2])
+        elif kind in ("break", "end"):
+            yield from state.emit(state.window.finish())
+            state.window = _Window(self, state.stats)
+            if kind == "end":
+                state.close(state.detector.flush())
+                state.detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
+                state.set("done")
+        elif kind == "fail":
+            self._fail(uri, item[2].reason)
+            state.set("error", store=False)
+
+    def _push(self, batch: list[tuple[str, StepMedia, float]], states) -> Iterator[tuple[str, StepRecord]]:
+        """One backbone call over a batch of steps of any sources, then each source's records."""
+        video, audio = self.features(np.stack([m.frame for _, m, _ in batch]), np.stack([m.audio for _, m, _ in batch]))
+        order: dict[str, list[int]] = {}
+        for i, (uri, _, _) in enumerate(batch):
+            order.setdefault(uri, []).append(i)
+        for uri, rows in order.items():
+            state = self._state(uri, states)
+            group = [batch[i][1:] for i in rows]
+            state.frames.extend((m.time, m.frame) for m, _ in group)
+            yield from state.emit(state.window.push(group, video[rows], audio[rows]))
+
+    def _watchdog(self, feeds: list[_Feed], states: dict[str, _SourceState]) -> None:
+        """Live sources' states from the clock (called with the feeds' lock held): ``stalled``
+        when nothing came for ``stall_after`` s, ``lagging`` when the oldest waiting step is
+        more than ``lag_after`` s old, back to ``live`` when neither holds."""
+        now, clock = time.monotonic(), time.perf_counter()
+        for feed in feeds:
+            if not feed.live or feed.finished or feed.reconnecting or feed.uri not in states:
+                continue
+            state = states[feed.uri]
+            if state.state in ("done", "error"):
+                continue
+            if feed.last_arrival is not None and now - feed.last_arrival > self.stall_after and not feed.items:
+                state.set("stalled")
+            elif feed.oldest_ready is not None and clock - feed.oldest_ready > self.lag_after:
+                if state.state != "lagging":
+                    state.stats_add("lagging", 1)
+                    log.warning("%s: lagging: its oldest waiting step is %.1f s old", feed.uri, clock - feed.oldest_ready)
+                state.set("lagging", lagging=state.state != "lagging")
+            elif state.state in ("lagging", "stalled"):
+                state.set("live")
 
     def _fail(self, uri: str, reason: str) -> None:
         log.warning("%s: %s", uri, reason)
@@ -164,88 +331,12 @@ class Watcher:
         return (replace(m, frame=resize_rgb(self.anonymizer.frame(m.frame), size))
                 for m in iter_steps(uri, self.run.step, None, opener=opener))
 
-    def _watch_one(self, uri: str, realtime: bool, reconnect: bool,
-                   follow: float | None = None) -> Iterator[StepRecord]:
-        """One file or stream; ``follow`` is the idle timeout (seconds) of a local file read as it grows."""
-        log.info("%s: watching with a %s run (%s), %s windows of %d steps", uri, self.run.method, self.run.learning,
-                 "causal" if self.causal else "centred", self.run.seq_len)
-        stop = threading.Event()  # ends a followed file's wait for more bytes when the watch is closed early
-        if follow is not None:
-            # No reconnection: reopening would start the file over and repeat its steps.
-            opener, reconnect = (lambda u: av.open(_GrowingFile(u, follow, stop))), False
-        elif uri.lower().startswith(("http://", "https://")):
-            opener = lambda u: _HttpResponse(self.opener(u), u)
-        else:
-            opener = self.opener
-        before = os.stat(uri) if follow is None and Path(uri).is_file() else None
-        try:
-            yield from self._steps_of(uri, realtime, reconnect, opener, before)
-        finally:
-            stop.set()
-
-    def _steps_of(self, uri: str, realtime: bool, reconnect: bool, opener: Opener,
-                  before: os.stat_result | None) -> Iterator[StepRecord]:
-        detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
-        frames: collections.deque = collections.deque(maxlen=self.ring)
-        registered = False
-        offset = 0.0  # seconds added to the current connection's times (after reconnections)
-        last_end: float | None = None
-        dropped_at: float | None = None  # wall clock of the last drop
-        retries = 0
-        failed_at: list[float] = []  # where each connection that delivered media failed, in its own time
-        while True:
-            connection_end: float | None = None
-            window = _Window(self)
-            try:
-                steps = self._steps(uri, opener)
-                for group in _Prefetch(steps, realtime, self.stats, depth=2 * self.batch).batches(self.batch):
-                    for media, _ in group:
-                        if dropped_at is not None:
-                            # The hole lasts as long as the outage in wall-clock seconds (to the
-                            # ms, like record times).
-                            offset = round(last_end + (time.monotonic() - dropped_at) - media.time, 3)
-                            if self.store is not None:
-                                self.store.record_gap(uri, last_end, round(media.time + offset, 6))
-                            dropped_at, retries = None, 0
-                        if not registered and self.store is not None:
-                            self.store.add_source(uri, "file" if Path(uri).is_file() else "stream")
-                        registered = True
-                        last_end = media.end + offset
-                        connection_end = media.end
-                    if offset:
-                        group = [(replace(m, time=round(m.time + offset, 6), end=round(m.end + offset, 6)), ready)
-                                 for m, ready in group]
-                    frames.extend((m.time, m.frame) for m, _ in group)
-                    yield from self._emit(uri, window.push(group), detector, frames)
-                yield from self._emit(uri, window.finish(), detector, frames)
-                break
-            except MediaError as exc:
-                yield from self._emit(uri, window.finish(), detector, frames)
-                if connection_end is not None:
-                    same = failed_at and abs(failed_at[-1] - connection_end) <= self.run.step
-                    failed_at = [*failed_at, connection_end] if same else [connection_end]
-                if len(failed_at) >= REPLAY_LIMIT:
-                    exc = MediaError(uri, f"{exc.reason}; {len(failed_at)} connections in a row failed at the same "
-                                          f"point ({connection_end:g} s into the source): a damaged file or "
-                                          "response, not a dropped stream")
-                if not reconnect or retries >= self.max_retries or len(failed_at) >= REPLAY_LIMIT:
-                    self._close(detector.flush(), frames)
-                    _warn_if_changed(uri, before, last_end)
-                    if not registered:
-                        raise
-                    raise MediaError(uri, f"{exc.reason}; it stopped at {last_end:g} s, and the records and "
-                                          "events before that are kept") from exc
-                delay = min(BACKOFF_START * 2**retries, BACKOFF_MAX)
-                retries += 1
-                log.warning("%s: %s; reconnecting in %gs (attempt %d/%d)", uri, exc.reason, delay, retries,
-                            self.max_retries)
-                if dropped_at is None:
-                    dropped_at = time.monotonic()
-                if last_end is None:
-                    last_end = offset
-                time.sleep(delay)
-        self._close(detector.flush(), frames)
-        _warn_if_changed(uri, before, last_end)
+    def warm_up(self) -> None:
+        """Run the backbones once on a blank step, so that the first real step does not pay for
+        their lazy set-up (ONNX Runtime's first run takes about a second)."""
+        width, height = getattr(self.video, "input_size", None) or (64, 64)
+        self.video(np.zeros((1, height, width, 3), np.uint8))
+        self.audio(np.zeros((1, int(round(self.run.step * AUDIO_RATE))), np.float32))
 
     def features(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both backbones on a batch of steps, timed into ``stats``.
@@ -261,40 +352,294 @@ class Watcher:
         self.stats.audio_s += time.perf_counter() - t1
         return video, sound
 
-    def _emit(self, uri: str, records: list[StepRecord], detector: EventDetector, frames) -> Iterator[StepRecord]:
-        """Store a batch of records (one transaction), then hand each to the event detector and the caller."""
-        if self.store is not None and records:
-            self.store.add_steps(uri, records)
-        for record in records:
-            self._close(detector.push(record), frames)
-            yield record
 
-    def _close(self, events: list[Event], frames) -> None:
+WATCHDOG_INTERVAL = 0.25
+"""Seconds between looks at the live sources' clocks while no step is ready."""
+
+
+def _take(feeds: list[_Feed], size: int) -> tuple[list[tuple], list[tuple[str, StepMedia, float]]]:
+    """What the feeds have ready (called with their lock held): every message in front of a
+    feed's first waiting step, then up to ``size`` steps taken in turn from each feed, each
+    feed's only up to its next message, so every message is handled in its feed's order.
+    Never waits for more: a live source's batches stay small and its latency low."""
+    controls: list[tuple] = []
+    for feed in feeds:
+        while feed.items and feed.items[0][0] != "step":
+            controls.append(feed.items.popleft())
+    batch: list[tuple[str, StepMedia, float]] = []
+    taking = [f for f in feeds if f.items]
+    while taking and len(batch) < size:
+        for feed in list(taking):
+            if len(batch) >= size:
+                break
+            if feed.items and feed.items[0][0] == "step":
+                _, uri, media, ready = feed.items.popleft()
+                feed.pending -= 1
+                batch.append((uri, media, ready))
+            else:
+                taking.remove(feed)
+    return controls, batch
+
+
+class _SourceState:
+    """What the engine keeps per source uri: its window, event detector, recent frames (for
+    thumbnails), stats and state."""
+
+    def __init__(self, watcher: Watcher, uri: str):
+        self.w, self.uri = watcher, uri
+        self.stats = watcher.source_stats.setdefault(uri, WatchStats())
+        self.window = _Window(watcher, self.stats)
+        run = watcher.run
+        self.detector = EventDetector(watcher.events_config, uri, run.classes[run.normal_index or 0])
+        self.frames: collections.deque = collections.deque(maxlen=watcher.ring)
+        self.state: str | None = None
+
+    def set(self, state: str, *, lagging: bool = False, store: bool = True) -> None:
+        """Change the source's state, stored on a change (``lagging``: count one more lag)."""
+        if state == self.state and not lagging:
+            return
+        self.state = state
+        if store and self.w.store is not None:
+            self.w.store.set_state(self.uri, state, lagging=lagging)
+
+    def stats_add(self, name: str, n: int) -> None:
+        setattr(self.stats, name, getattr(self.stats, name) + n)
+        setattr(self.w.stats, name, getattr(self.w.stats, name) + n)
+
+    def skip(self, time_: float, end: float) -> None:
+        self.stats_add("skipped", 1)
+        if self.stats.skipped == 1 or self.stats.skipped % 100 == 0:
+            log.warning("%s: %d step(s) skipped so far to keep up (latest %g-%g s); lower the load or --batch",
+                        self.uri, self.stats.skipped, time_, end)
+        if self.w.store is not None:
+            self.w.store.record_gap(self.uri, time_, end, "skipped")
+
+    def emit(self, records: list[StepRecord]) -> Iterator[tuple[str, StepRecord]]:
+        """Store a batch of records (one transaction), then hand each to the event detector and the caller."""
+        if self.w.store is not None and records:
+            self.w.store.add_steps(self.uri, records)
+        for record in records:
+            self.close(self.detector.push(record))
+            yield self.uri, record
+
+    def close(self, events: list[Event]) -> None:
         if not events:
             return
-        if self.thumbnails is not None:
-            shown = dict(frames)
+        w = self.w
+        if w.thumbnails is not None:
+            shown = dict(self.frames)
             for e in events:
                 if e.peak_time in shown:
                     try:
-                        path = thumbnail_path(self.thumbnails, e.source, e.start, e.label)
+                        path = thumbnail_path(w.thumbnails, e.source, e.start, e.label)
                     except ValueError as exc:
                         log.warning("%s: no thumbnail for the event at %g s: %s", e.source, e.start, exc)
                         continue
                     # absolute, so a dashboard started elsewhere finds it
                     e.thumbnail = str(Path(save_thumbnail(shown[e.peak_time], path)).resolve())
-        if self.store is not None:
-            self.store.add_events(events)
-        if self.jsonl is not None:
-            write_jsonl(events, self.jsonl)
-        self.events.extend(events)
+        if w.store is not None:
+            w.store.add_events(events)
+        if w.jsonl is not None:
+            write_jsonl(events, w.jsonl)
+        w.events.extend(events)
+
+
+class _Feed:
+    """One source read in its own thread: decoding, pacing, reconnection, stalls.
+
+    It hands the engine, through ``items`` (guarded by ``lock``, shared by every feed of a
+    watch), messages in order: ``("open", uri, kind, name, state)`` before a uri's first step,
+    ``("step", uri, media, ready)``, ``("gap", uri, start, end, kind)``, ``("skip", uri, time,
+    end)`` in place of a step skipped to keep up, ``("state", uri, state)``, ``("break", uri)``
+    when a connection ended, ``("end", uri)`` when a uri ended, ``("fail", uri, MediaError)``,
+    and ``("crash", uri, exception)`` for an internal error. A file read as fast as it decodes
+    waits while ``2 x batch`` steps are waiting; a live source never waits (it skips instead).
+    """
+
+    def __init__(self, watcher: Watcher, source: Source, lock: threading.Condition, *, realtime: bool,
+                 reconnect: bool | None, follow: bool, idle_timeout: float):
+        self.w, self.source, self.lock = watcher, source, lock
+        self.uri = source.uri
+        self.realtime, self.reconnect, self.follow, self.idle_timeout = realtime, reconnect, follow, idle_timeout
+        path = Path(source.uri)
+        self.files: list[Path] | None = None
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+            if not self.files:
+                raise FileNotFoundError(f"{path}: no media files (extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})")
+        elif follow and not path.is_file():
+            log.info("%s: not a local file; --follow only applies to files, a stream is read live anyway", source.uri)
+        self.live = realtime or (self.files is None and not path.is_file())
+        """Paced by its own clock: it skips steps rather than wait when the engine falls behind."""
+        step = watcher.run.step
+        self.limit = max(1, math.ceil(watcher.skip_after / step)) if self.live else 2 * watcher.batch
+        self.items: collections.deque = collections.deque()
+        self.pending = 0  # "step" items in self.items
+        self.last_arrival: float | None = None  # monotonic() of the latest step handed over
+        self.reconnecting = False
+        self.finished = False
+        self.fatal: MediaError | None = None
+        """The error that ended a single source (not a folder's file), raised by ``Watcher.watch``."""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=f"avar-source-{source.uri[-40:]}", daemon=True)
+
+    @property
+    def oldest_ready(self) -> float | None:
+        """``perf_counter()`` when the oldest waiting step was complete (lock held)."""
+        for item in self.items:
+            if item[0] == "step":
+                return item[3]
+        return None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, *item) -> None:
+        with self.lock:
+            self.items.append(item)
+            self.lock.notify_all()
+
+    def put_step(self, uri: str, media: StepMedia, ready: float) -> None:
+        with self.lock:
+            if self.live:
+                while self.pending >= self.limit:
+                    i = next(i for i, item in enumerate(self.items) if item[0] == "step")
+                    old = self.items[i][2]
+                    self.items[i] = ("skip", uri, old.time, old.end)
+                    self.pending -= 1
+            else:
+                while self.pending >= self.limit and not self.stop.is_set():
+                    self.lock.wait(0.1)
+            self.items.append(("step", uri, media, ready))
+            self.pending += 1
+            self.last_arrival = time.monotonic()
+            self.lock.notify_all()
+
+    def _main(self) -> None:
+        try:
+            if self.files is not None:
+                for f in self.files:
+                    if self.stop.is_set():
+                        break
+                    try:
+                        self._one(str(f), self.realtime, bool(self.reconnect),
+                                  self.idle_timeout if self.follow and f == self.files[-1] else None)
+                    except MediaError as exc:
+                        self.put("fail", str(f), exc)
+            else:
+                is_file = Path(self.uri).is_file()
+                try:
+                    self._one(self.uri, self.realtime, (not is_file) if self.reconnect is None else self.reconnect,
+                              self.idle_timeout if self.follow and is_file else None)
+                except MediaError as exc:
+                    self.fatal = exc
+                    self.put("fail", self.uri, exc)
+        except BaseException as exc:  # an internal error: raised by the engine, in order
+            self.put("crash", self.uri, exc)
+        finally:
+            with self.lock:
+                self.finished = True
+                self.lock.notify_all()
+
+    def _one(self, uri: str, realtime: bool, reconnect: bool, follow: float | None) -> None:
+        """One file or stream; ``follow`` is the idle timeout (seconds) of a local file read as it grows."""
+        run = self.w.run
+        log.info("%s: watching with a %s run (%s), %s windows of %d steps", uri, run.method, run.learning,
+                 "causal" if self.w.causal else "centred", run.seq_len)
+        if follow is not None:
+            # No reconnection: reopening would start the file over and repeat its steps.
+            opener, reconnect = (lambda u: av.open(_GrowingFile(u, follow, self.stop))), False
+        elif uri.lower().startswith(("http://", "https://")):
+            opener = lambda u: _HttpResponse(self.w.opener(u), u)
+        else:
+            opener = self.w.opener
+        before = os.stat(uri) if follow is None and Path(uri).is_file() else None
+        stats = (self.w.stats, self.w.source_stats.setdefault(uri, WatchStats()))
+        live = realtime or not Path(uri).is_file()
+        registered = False
+        offset = 0.0  # seconds added to the current connection's times (after reconnections and stalls)
+        last_end: float | None = None
+        dropped_at: float | None = None  # wall clock of the last drop
+        retries = 0
+        failed_at: list[float] = []  # where each connection that delivered media failed, in its own time
+        while True:
+            connection_end: float | None = None
+            steps = self.w._steps(uri, opener)
+            t0 = time.monotonic()
+            try:
+                while not self.stop.is_set():
+                    began = time.perf_counter()
+                    media = next(steps, None)
+                    if media is None:
+                        break
+                    for s in stats:
+                        s.decode_s += time.perf_counter() - began
+                    if realtime:
+                        time.sleep(max(0.0, media.end - (time.monotonic() - t0)))
+                    now = time.monotonic()
+                    if dropped_at is not None:
+                        # The hole lasts as long as the outage in wall-clock seconds (to the ms, like record times).
+                        offset = round(last_end + (now - dropped_at) - media.time, 3)
+                        self.put("gap", uri, last_end, round(media.time + offset, 6), "drop")
+                        dropped_at, retries = None, 0
+                        self.reconnecting = False
+                    elif live and self.last_arrival is not None and connection_end is not None:
+                        late = (now - self.last_arrival) - (media.end - connection_end)
+                        if late > self.w.stall_after:
+                            offset = round(offset + late, 3)
+                            self.put("gap", uri, last_end, round(media.time + offset, 6), "stall")
+                    if not registered:
+                        self.put("open", uri, "file" if Path(uri).is_file() else "stream", self.source.name,
+                                 "live" if live else "reading")
+                        registered = True
+                    last_end = media.end + offset
+                    connection_end = media.end
+                    if offset:
+                        media = replace(media, time=round(media.time + offset, 6), end=round(media.end + offset, 6))
+                    self.put_step(uri, media, time.perf_counter())
+                self.put("end", uri)
+                break
+            except MediaError as exc:
+                self.put("break", uri)
+                if connection_end is not None:
+                    same = failed_at and abs(failed_at[-1] - connection_end) <= run.step
+                    failed_at = [*failed_at, connection_end] if same else [connection_end]
+                if len(failed_at) >= REPLAY_LIMIT:
+                    exc = MediaError(uri, f"{exc.reason}; {len(failed_at)} connections in a row failed at the same "
+                                          f"point ({connection_end:g} s into the source): a damaged file or "
+                                          "response, not a dropped stream")
+                if not reconnect or retries >= self.w.max_retries or len(failed_at) >= REPLAY_LIMIT:
+                    self.put("end", uri)
+                    _warn_if_changed(uri, before, last_end)
+                    if not registered:
+                        raise
+                    raise MediaError(uri, f"{exc.reason}; it stopped at {last_end:g} s, and the records and "
+                                          "events before that are kept") from exc
+                delay = min(BACKOFF_START * 2**retries, BACKOFF_MAX)
+                retries += 1
+                log.warning("%s: %s; reconnecting in %gs (attempt %d/%d)", uri, exc.reason, delay, retries,
+                            self.w.max_retries)
+                if dropped_at is None:
+                    dropped_at = time.monotonic()
+                if last_end is None:
+                    last_end = offset
+                if registered:
+                    self.reconnecting = True
+                    self.put("state", uri, "reconnecting")
+                if self.stop.wait(delay):
+                    break
+            finally:
+                close = getattr(steps, "close", None)  # a generator: close its media now
+                if close is not None:
+                    close()
+        _warn_if_changed(uri, before, last_end)
 
 
 class _Window:
     """The features of one connection's steps so far, and the records not yet emitted."""
 
-    def __init__(self, watcher: Watcher):
-        self.w = watcher
+    def __init__(self, watcher: Watcher, stats: WatchStats):
+        self.w, self.stats = watcher, stats
         self.run = watcher.run
         self.video: list[np.ndarray] = []
         self.audio: list[np.ndarray] = []
@@ -303,9 +648,9 @@ class _Window:
         self.first = 0  # global index of self.video[0]; older features are dropped
         self.next = 0  # next step to emit
 
-    def push(self, group: list[tuple[StepMedia, float]]) -> list[StepRecord]:
-        """Add a batch of steps (media, time complete); return the records now decidable."""
-        video, audio = self.w.features(np.stack([m.frame for m, _ in group]), np.stack([m.audio for m, _ in group]))
+    def push(self, group: list[tuple[StepMedia, float]], video: np.ndarray, audio: np.ndarray) -> list[StepRecord]:
+        """Add a batch of steps (media, time complete) with their backbone features; return the
+        records now decidable."""
         v, a = self.run.normalise(video, audio)
         self.video.extend(v)
         self.audio.extend(a)
@@ -356,14 +701,15 @@ class _Window:
         probs = self.run.window_probabilities(video, audio, mask)
         probs = probs[np.arange(len(windows)), [t - start for t, start, _ in windows]]
         now = time.perf_counter()
-        stats = self.w.stats
-        stats.head_s += now - t0
         records = []
         for (t, _, _), p in zip(windows, probs):
             time_, end = self.spans[t - self.first]
-            stats.latencies.append(now - self.ready[t - self.first])
             records.append(step_record(self.run, time_, end, p))
-        stats.steps += len(records)
+            for stats in (self.w.stats, self.stats):
+                stats.latencies.append(now - self.ready[t - self.first])
+        for stats in (self.w.stats, self.stats):
+            stats.head_s += now - t0
+            stats.steps += len(records)
         return records
 
 
@@ -382,85 +728,12 @@ class WatchStats:
     audio_s: float = 0.0
     head_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
-
-
-_END = object()
-
-
-class _Prefetch:
-    """Decodes ``steps`` in a thread, ``depth`` steps ahead, so decoding and inference overlap.
-
-    Items are ``(media, ready)`` with ``ready`` the ``perf_counter()`` at which the step's media
-    was complete. ``realtime`` holds each step back until its end on the source's clock, as a
-    live source would deliver it. PyAV and the backbones release the GIL, so the thread runs
-    in parallel with them.
-    """
-
-    def __init__(self, steps: Iterator[StepMedia], realtime: bool, stats: WatchStats, depth: int = 32):
-        self.steps, self.realtime, self.stats = steps, realtime, stats
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, name="avar-decode", daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        t0 = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                began = time.perf_counter()
-                media = next(self.steps, None)
-                if media is None:
-                    break
-                self.stats.decode_s += time.perf_counter() - began
-                if self.realtime:
-                    time.sleep(max(0.0, media.end - (time.monotonic() - t0)))
-                if not self._put((media, time.perf_counter())):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # handed to the consumer, which raises it in order
-            self._put(exc)
-        finally:
-            close = getattr(self.steps, "close", None)  # a generator: close its media now
-            if close is not None:
-                close()
-
-    def batches(self, size: int) -> Iterator[list[tuple[StepMedia, float]]]:
-        """Groups of what the decoder has ready, up to ``size`` steps, never waiting for more.
-
-        A live source delivers a step at a time, so its batches stay at one step and its
-        latency low; a file decoded faster than the backbones run fills whole batches. A
-        decoding error is raised after the steps decoded before it.
-        """
-        try:
-            while True:
-                item, group = self.q.get(), []
-                while item is not _END and not isinstance(item, BaseException):
-                    group.append(item)
-                    if len(group) >= size:
-                        break
-                    try:
-                        item = self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                if group:
-                    yield group
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-        finally:
-            self.stop.set()
-            # A live source may block inside the decoder; the thread is a daemon and ends with it.
-            self.thread.join(timeout=1.0)
+    skipped: int = 0
+    """Steps of live sources skipped to keep up (stored as gaps of kind ``skipped``)."""
+    stalls: int = 0
+    """Times a live source delivered nothing for ``stall_after`` seconds and came back."""
+    lagging: int = 0
+    """Times a live source fell more than ``lag_after`` seconds behind."""
 
 
 def _warn_if_changed(uri: str, before: os.stat_result | None, watched: float | None) -> None:

@@ -81,9 +81,12 @@ class StoreReader:
     def sources(self, source_id: int | None = None) -> list[dict]:
         """Every source (or the one with ``source_id``) with its event count, how far it was
         watched and its state: 'error' (its latest watch failed), 'live' / 'idle' (a stream that
-        wrote in the last ``LIVE_SECONDS`` or not), 'reading' / 'done' (the same for a file)."""
+        wrote in the last ``LIVE_SECONDS`` or not), 'reading' / 'done' (the same for a file), or
+        while it is recent what its watcher said last when it was 'lagging', 'stalled' or
+        'reconnecting'."""
         rows = self._rows(
-            "SELECT s.id, s.uri, s.kind, s.first_seen, s.last_seen, s.gaps, s.error, "
+            "SELECT s.id, s.uri, s.name, s.kind, s.state AS watcher_state, s.first_seen, s.last_seen, s.gaps, "
+            "s.skipped, s.lagging, s.error, "
             "(SELECT count(*) FROM events e WHERE e.source_id = s.id) AS events, "
             '(SELECT max(t."end") FROM steps t WHERE t.source_id = s.id) AS watched_to '
             "FROM sources s" + ("" if source_id is None else " WHERE s.id = ?") + " ORDER BY s.id",
@@ -94,6 +97,8 @@ class StoreReader:
             stream = r["kind"] == "stream"
             r["state"] = "error" if r["error"] else ("live" if stream else "reading") if recent else \
                 "idle" if stream else "done"
+            if recent and not r["error"] and r["watcher_state"] in ("lagging", "stalled", "reconnecting"):
+                r["state"] = r["watcher_state"]
         return rows
 
     def source(self, source_id: int) -> dict | None:
@@ -119,7 +124,7 @@ class StoreReader:
         return rows
 
     def gaps(self, source_id: int) -> list[dict]:
-        return self._rows('SELECT "start", "end" FROM gaps WHERE source_id = ? ORDER BY "start"', (source_id,))
+        return self._rows('SELECT "start", "end", kind FROM gaps WHERE source_id = ? ORDER BY "start"', (source_id,))
 
     def last_event_id(self) -> int:
         return self._rows("SELECT coalesce(max(id), 0) AS n FROM events")[0]["n"]
