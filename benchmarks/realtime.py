@@ -92,12 +92,14 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((num / den).min())
 
 
-def runtime_table(names, random_weights: bool, frames: np.ndarray, waves: np.ndarray) -> dict:
-    """Each neural backbone under each runtime on the same steps: ms per step, min cosine."""
+def runtime_table(names, random_weights: bool, frames: np.ndarray, waves: np.ndarray,
+                  runtimes=RUNTIMES) -> dict:
+    """Each neural backbone under each of ``runtimes`` (``torch`` first: the reference) on the
+    same steps: ms per step, min cosine."""
     table = {}
     for name in names:
         data = None
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             backbone = build_extractor(name, random_weights=random_weights, runtime=runtime)
             if not isinstance(backbone, TorchBackbone):
                 break
@@ -127,6 +129,9 @@ def main() -> None:
     parser.add_argument("--trained", action="store_true", help="load the backbones' weights instead of random ones")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--runtimes", default="torch,bf16,onnx",
+                        help="runtimes of the per-backbone table, torch first (int8 has its own acceptance "
+                        "benchmark, benchmarks/int8_acceptance.py: its calibration takes minutes per backbone)")
     parser.add_argument("--json", action="store_true", help="print only the JSON (it is always printed)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -142,7 +147,7 @@ def main() -> None:
 
     steps = [m for _, m in zip(range(16), iter_steps(media, 1.0, getattr(video, "input_size", None)))]
     frames, waves = np.stack([m.frame for m in steps]), np.stack([m.audio for m in steps])
-    table = runtime_table([args.video, args.audio], random_weights, frames[:8], waves[:8])
+    table = runtime_table([args.video, args.audio], random_weights, frames[:8], waves[:8], args.runtimes.split(","))
     fast_video = build_extractor(args.video, random_weights=random_weights, runtime=args.runtime)
     fast_audio = build_extractor(args.audio, random_weights=random_weights, runtime=args.runtime)
     result = {

@@ -194,3 +194,39 @@ def test_export_builds_the_int8_model_from_media(tmp_path, media_files, capsys):
     assert len(made) == 1
     assert build_extractor("wav2vec2-base", weights, runtime="int8").int8_model == made[0]
     assert cli.main(args) == 0 and "already calibrated" in capsys.readouterr().out
+
+
+def test_bench_streams_runs_copies_of_a_clip_live_in_one_process(tmp_path, capsys):
+    from avar.serve.bench import run_streams
+
+    clip = write_bench_clip(tmp_path / "bench.mp4", seconds=3, size=(320, 240))
+    result = run_streams(3, media=clip, seconds=2)
+    assert result["streams"] == 3 and [r["source"] for r in result["per_stream"]] == ["stream 1", "stream 2", "stream 3"]
+    assert all(r["steps"] >= 2 and r["skipped"] == 0 and r["latency_p95_ms"] < 2000 for r in result["per_stream"])
+    assert result["holds_realtime"] and result["steps"] == sum(r["steps"] for r in result["per_stream"])
+    assert result["wall_s"] >= 2.0  # paced: two seconds of media take two seconds
+    assert set(result["stage_busy_share"]) == {"decode", "video", "audio", "head"}
+    assert 0 < result["process_cpu_share"] <= 1 and result["peak_rss_mb"] > 0
+    assert cli.main(["bench", "--streams", "2", "--media", str(clip), "--seconds", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["streams"] == 2
+    assert cli.main(["bench", "--streams", "2", "--max-streams"]) == 2
+    assert "drop --streams" in capsys.readouterr().err
+
+
+def test_max_streams_doubles_then_halves_to_the_largest_that_holds(monkeypatch):
+    from avar.serve import bench
+
+    tried = []
+
+    def fake(n, *args, **kwargs):
+        tried.append(n)
+        return {"streams": n, "holds_realtime": n <= 5, "worst_stream_latency_p95_ms": 100.0 * n,
+                "skipped": 0 if n <= 5 else 3, "steps_per_second": float(n), "process_cpu_share": 0.1 * n,
+                "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(bench, "bench_models", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "run_streams", fake)
+    result = bench.max_streams(limit=64)
+    assert result["max_streams"] == 5 and tried == [1, 2, 4, 8, 6, 5]
+    assert result["at_max"]["streams"] == 5
+    assert bench.max_streams(limit=3)["max_streams"] == 3  # every N up to the limit held

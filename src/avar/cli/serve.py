@@ -154,8 +154,45 @@ def cmd_events(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from avar.serve.bench import run_bench
+    from avar.serve.bench import max_streams, run_bench, run_streams
+    from avar.serve.watch import read_sources
 
+    models = dict(video=args.video, audio=args.audio, random_weights=args.random_weights, runtime=args.runtime)
+    many = dict(sources=read_sources(args.sources) if args.sources else None, seconds=args.seconds,
+                batch=args.batch, causal=not args.centred)
+    if args.max_streams:
+        if args.streams is not None:
+            raise ValueError("--max-streams searches the number of streams itself; drop --streams")
+        if args.sources:
+            raise ValueError("--max-streams runs copies of one clip (--media); drop --sources")
+        del many["sources"]
+        result = max_streams(args.run, args.media, limit=args.max_streams, **models, **many,
+                             progress=lambda t: print(json.dumps(t), file=sys.stderr, flush=True))
+        if args.json:
+            print_json(result)
+        else:
+            for t in result["trials"]:
+                print(f"{t['streams']:4d} streams: {'holds' if t['holds_realtime'] else 'falls behind'} real time, "
+                      f"worst p95 latency {t['worst_stream_latency_p95_ms']} ms, {t['skipped']} steps skipped, "
+                      f"{t['steps_per_second']:.1f} steps/s, CPU {100 * t['process_cpu_share']:.0f}%")
+            print(f"max streams in real time (p95 <= {result['max_latency_ms']:.0f} ms, nothing skipped): "
+                  f"{result['max_streams']}")
+        return 0
+    if args.streams is not None or args.sources:
+        count = args.streams if args.streams is not None else len(many["sources"])
+        result = run_streams(count, args.run, args.media, **models, **many)
+        if args.json:
+            print_json(result)
+            return 0
+        for r in result["per_stream"]:
+            print(f"{r['source']:24} {r['steps']:5d} steps  {r['steps_per_second']:6.2f}/s  p50 {r['latency_p50_ms']} ms"
+                  f"  p95 {r['latency_p95_ms']} ms  skipped {r['skipped']}")
+        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["stage_busy_share"].items())
+        print(f"{result['streams']} streams: {'hold' if result['holds_realtime'] else 'do not hold'} real time; "
+              f"{result['steps_per_second']:.1f} steps/s in all, p95 {result['latency_p95_ms']} ms, "
+              f"{result['skipped']} skipped; busy: {share}; CPU {100 * result['process_cpu_share']:.0f}% of "
+              f"{result['cpus']} cores; peak {result['peak_rss_mb']:.0f} MB")
+        return 0
     result = run_bench(args.run, args.media, video=args.video, audio=args.audio, random_weights=args.random_weights,
                        runtime=args.runtime, batch=args.batch, causal=not args.centred)
     if args.json:
@@ -228,7 +265,7 @@ def cmd_serve(args) -> int:
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO
-    from avar.serve.bench import run_bench
+    from avar.serve.bench import run_bench, run_streams
     from avar.serve.watch import Watcher
 
     RUNTIME_CHOICES = runtime_choices()
@@ -301,6 +338,16 @@ def add_commands(command) -> None:
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--batch", type=int, default=default_of(run_bench, "batch"))
     p.add_argument("--centred", action="store_true", help="centred windows instead of causal ones")
+    p.add_argument("--streams", type=int, metavar="N",
+                   help="N live streams in one process (copies of --media, or the first N of --sources), each "
+                   "paced at its own speed: per-stream steps/s, latency, skipped steps")
+    p.add_argument("--sources", metavar="FILE", help="with --streams: the streams to run, one URI a line")
+    p.add_argument("--max-streams", type=int, nargs="?", const=64, metavar="LIMIT",
+                   help="find the most copies of --media held in real time (p95 latency <= 2 s, no step skipped), "
+                   "up to LIMIT (default 64)")
+    seconds = default_of(run_streams, "seconds")
+    p.add_argument("--seconds", type=float, default=seconds,
+                   help=f"with --streams/--max-streams: seconds of media per stream (default {seconds:g})")
     p.add_argument("--json", action="store_true")
 
     p = command("export", cmd_export, "export backbones to ONNX, cached next to their weights (used by --runtime onnx/int8/auto)")

@@ -2,10 +2,13 @@
 
 ``iter_steps`` decodes in one demux pass and hands over each time step as soon as its media is
 complete, with the same timestamps as ``avar.media.decode.decode_steps`` (whose helpers it
-reuses): for a regular file, its steps equal ``decode_steps``'s. ``Watcher`` decodes in a
-thread, runs a trained run's extractors on the steps ready so far (a batch of up to ``batch``;
-one at a time on a live source), keeps a sliding window of the last ``seq_len`` step features
-for the head, and feeds the records to an ``EventDetector``.
+reuses): for a regular file, its steps equal ``decode_steps``'s. ``Watcher`` follows one
+source (``watch``) or many at once (``watch_many``) the same way: each source is a ``_Feed``,
+a thread that decodes, paces and reconnects it; one engine (the caller's thread) takes the
+steps ready so far from every feed (a batch of up to ``batch``, never waiting for more), runs
+the run's extractors on them in one call, puts each step's features in its source's sliding
+window of the last ``seq_len`` steps for the head, and feeds each source's records to its own
+``EventDetector``. A source that stalls or drops only stops its own feed.
 
 Two ways to place the head's window around step ``t`` (``L = seq_len``), both from
 :mod:`avar.training.sequences`, the windows and padding training and ``avar predict`` use:
@@ -267,13 +270,13 @@ class Watcher:
             if gap == "stall":
                 log.warning("%s: stalled: nothing came for %.1f s; the hole is stored as a gap", uri, end - start)
                 state.stats_add("stalls", 1)
-                state.set("live")
+            state.set("live")  # it delivers again
         elif kind == "skip":
             state.skip(item[2], item[3])
         elif kind == "state":
             state.set(item[2])
         elif kind in ("break", "end"):
-            yield from state.emit(state.window.finish())
+            yield from state.emit(_score(self, [(state.window, state.window.finish())])[0])
             state.window = _Window(self, state.stats)
             if kind == "end":
                 state.close(state.detector.flush())
@@ -289,11 +292,14 @@ class Watcher:
         order: dict[str, list[int]] = {}
         for i, (uri, _, _) in enumerate(batch):
             order.setdefault(uri, []).append(i)
+        work = []
         for uri, rows in order.items():
             state = self._state(uri, states)
             group = [batch[i][1:] for i in rows]
             state.frames.extend((m.time, m.frame) for m, _ in group)
-            yield from state.emit(state.window.push(group, video[rows], audio[rows]))
+            work.append((state, state.window.push(group, video[rows], audio[rows])))
+        for (state, _), records in zip(work, _score(self, [(s.window, windows) for s, windows in work])):
+            yield from state.emit(records)
 
     def _watchdog(self, feeds: list[_Feed], states: dict[str, _SourceState]) -> None:
         """Live sources' states from the clock (called with the feeds' lock held): ``stalled``
@@ -648,9 +654,10 @@ class _Window:
         self.first = 0  # global index of self.video[0]; older features are dropped
         self.next = 0  # next step to emit
 
-    def push(self, group: list[tuple[StepMedia, float]], video: np.ndarray, audio: np.ndarray) -> list[StepRecord]:
+    def push(self, group: list[tuple[StepMedia, float]], video: np.ndarray,
+             audio: np.ndarray) -> list[tuple[int, int, int]]:
         """Add a batch of steps (media, time complete) with their backbone features; return the
-        records now decidable."""
+        windows ``(step, start, stop)`` of the records now decidable (see ``score``)."""
         v, a = self.run.normalise(video, audio)
         self.video.extend(v)
         self.audio.extend(a)
@@ -670,18 +677,38 @@ class _Window:
                     break
             windows.append((t, start, stop))
             self.next += 1
-        out = self._records(windows)
-        self._trim()
-        return out
+        return windows
 
-    def finish(self) -> list[StepRecord]:
+    def finish(self) -> list[tuple[int, int, int]]:
+        """The windows of every step not yet decided, the connection having ended."""
         n, L = self.first + len(self.video), self.run.seq_len
         windows = []
         for t in range(self.next, n):
             start = centred_start(t, n, L)
             windows.append((t, start, min(n, start + L)))
         self.next = n
-        return self._records(windows)
+        return windows
+
+    def inputs(self, windows: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head's padded inputs ``video [N, L, dv]``, ``audio [N, L, da]``, ``mask [N, L]``."""
+        (video, audio), mask = pad_windows([self.video, self.audio], [(start, stop) for _, start, stop in windows],
+                                           self.run.seq_len, offset=self.first)
+        return video, audio, mask
+
+    def records(self, windows: list[tuple[int, int, int]], probs: np.ndarray, now: float) -> list[StepRecord]:
+        """One record per window from the head's ``probs [N, L, C]``; then forget what no
+        pending window needs."""
+        probs = probs[np.arange(len(windows)), [t - start for t, start, _ in windows]]
+        records = []
+        for (t, _, _), p in zip(windows, probs):
+            time_, end = self.spans[t - self.first]
+            records.append(step_record(self.run, time_, end, p))
+            for stats in (self.w.stats, self.stats):
+                stats.latencies.append(now - self.ready[t - self.first])
+        for stats in (self.w.stats, self.stats):
+            stats.steps += len(records)
+        self._trim()
+        return records
 
     def _trim(self) -> None:
         # Keep what the pending records' windows may still need.
@@ -691,26 +718,23 @@ class _Window:
             del self.video[:drop], self.audio[:drop], self.spans[:drop], self.ready[:drop]
             self.first = keep_from
 
-    def _records(self, windows: list[tuple[int, int, int]]) -> list[StepRecord]:
-        """One record per ``(step, window start, window stop)``, the windows in one head batch."""
-        if not windows:
-            return []
-        t0 = time.perf_counter()
-        (video, audio), mask = pad_windows([self.video, self.audio], [(start, stop) for _, start, stop in windows],
-                                           self.run.seq_len, offset=self.first)
-        probs = self.run.window_probabilities(video, audio, mask)
-        probs = probs[np.arange(len(windows)), [t - start for t, start, _ in windows]]
-        now = time.perf_counter()
-        records = []
-        for (t, _, _), p in zip(windows, probs):
-            time_, end = self.spans[t - self.first]
-            records.append(step_record(self.run, time_, end, p))
-            for stats in (self.w.stats, self.stats):
-                stats.latencies.append(now - self.ready[t - self.first])
-        for stats in (self.w.stats, self.stats):
-            stats.head_s += now - t0
-            stats.steps += len(records)
-        return records
+
+def _score(watcher: Watcher, work: list[tuple[_Window, list[tuple[int, int, int]]]]) -> list[list[StepRecord]]:
+    """The records of windows of any sources' ``_Window``s, the head run once over all of them
+    (a call per source cost most of the head's time with a dozen streams)."""
+    if not any(windows for _, windows in work):
+        return [[] for _ in work]
+    t0 = time.perf_counter()
+    parts = [window.inputs(windows) for window, windows in work if windows]
+    probs = watcher.run.window_probabilities(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+    now = time.perf_counter()
+    watcher.stats.head_s += now - t0
+    out, at = [], 0
+    for window, windows in work:
+        out.append(window.records(windows, probs[at : at + len(windows)], now) if windows else [])
+        window.stats.head_s += (now - t0) * len(windows) / len(probs)
+        at += len(windows)
+    return out
 
 
 @dataclass
