@@ -307,9 +307,9 @@ class Watcher:
         more than ``lag_after`` s old, back to ``live`` when neither holds."""
         now, clock = time.monotonic(), time.perf_counter()
         for feed in feeds:
-            if not feed.live or feed.finished or feed.reconnecting or feed.uri not in states:
+            if not feed.live or feed.finished or feed.reconnecting or feed.current not in states:
                 continue
-            state = states[feed.uri]
+            state = states[feed.current]
             if state.state in ("done", "error"):
                 continue
             if feed.last_arrival is not None and now - feed.last_arrival > self.stall_after and not feed.items:
@@ -317,7 +317,8 @@ class Watcher:
             elif feed.oldest_ready is not None and clock - feed.oldest_ready > self.lag_after:
                 if state.state != "lagging":
                     state.stats_add("lagging", 1)
-                    log.warning("%s: lagging: its oldest waiting step is %.1f s old", feed.uri, clock - feed.oldest_ready)
+                    log.warning("%s: lagging: its oldest waiting step is %.1f s old", feed.current,
+                                clock - feed.oldest_ready)
                 state.set("lagging", lagging=state.state != "lagging")
             elif state.state in ("lagging", "stalled"):
                 state.set("live")
@@ -466,6 +467,8 @@ class _Feed:
                  reconnect: bool | None, follow: bool, idle_timeout: float):
         self.w, self.source, self.lock = watcher, source, lock
         self.uri = source.uri
+        self.current = source.uri
+        """The uri being read: the source's, or in a folder the current file's."""
         self.realtime, self.reconnect, self.follow, self.idle_timeout = realtime, reconnect, follow, idle_timeout
         path = Path(source.uri)
         self.files: list[Path] | None = None
@@ -550,6 +553,7 @@ class _Feed:
     def _one(self, uri: str, realtime: bool, reconnect: bool, follow: float | None) -> None:
         """One file or stream; ``follow`` is the idle timeout (seconds) of a local file read as it grows."""
         run = self.w.run
+        self.current = uri
         log.info("%s: watching with a %s run (%s), %s windows of %d steps", uri, run.method, run.learning,
                  "causal" if self.w.causal else "centred", run.seq_len)
         if follow is not None:
