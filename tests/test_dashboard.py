@@ -62,8 +62,14 @@ def test_sources_event_and_source_pages(store):
     assert sources[0]["events"] == 1 and sources[0]["watched_to"] == 20.0
     with EventStore(store["db"]) as writer:
         writer.mark_error("rtsp://cam1/live", "connection refused")
+        writer.add_source("rtsp://cam2/live", "stream", name="gate")  # what watch --sources stores
+        writer.set_state("rtsp://cam2/live", "stalled")
+        writer.record_gap("rtsp://cam2/live", 5.0, 6.0, "skipped")
     listing = c.get("/sources").text
     assert "connection refused" in listing and 'class="state error"' in listing
+    assert 'class="state stalled"' in listing and ">gate</a>" in listing
+    (cam2,) = [s for s in c.get("/api/sources").json()["sources"] if s["uri"] == "rtsp://cam2/live"]
+    assert (cam2["state"], cam2["name"], cam2["skipped"]) == ("stalled", "gate", 1)
     page = c.get("/events/1")
     data = json.loads(page.text.split('id="timeline-data">')[1].split("</script>")[0])
     start, end = store["event"]
