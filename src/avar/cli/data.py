@@ -7,6 +7,7 @@ from pathlib import Path
 
 from avar.cli.common import (add_anonymize_options, add_extractor_options, anonymize_config, default_of, emit,
                              extractors_from_args, print_json)
+from avar.cli.engine import add_engine_options, engine_from_args, extractor_specs
 
 
 def cmd_synth(args) -> int:
@@ -36,12 +37,20 @@ def cmd_extract(args) -> int:
     from avar.datasets.folders import scan
     from avar.features.cache import extract_dataset, summary_dict
 
+    engine = engine_from_args(args)  # a bad --address fails here, before the data is listed
     listing = scan(args.data_dir, seed=args.seed, splits_csv=args.splits)
-    video, audio = extractors_from_args(args)
-    summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
-                              video_weights=args.video_weights, audio_weights=args.audio_weights,
-                              progress=not args.quiet, unlisted=listing.skipped,
-                              anonymize=anonymize_config(args) if args.anonymize else None)
+    anonymize = anonymize_config(args) if args.anonymize else None
+    if engine is not None:
+        from avar.features.distributed import extract_dataset_ray
+
+        video, audio = extractor_specs(args)
+        summary = extract_dataset_ray(listing.entries, args.out, video, audio, engine=engine, step=args.step,
+                                      progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize)
+    else:
+        video, audio = extractors_from_args(args)
+        summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
+                                  video_weights=args.video_weights, audio_weights=args.audio_weights,
+                                  progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize)
     if args.json:
         print_json(summary_dict(summary))
     else:
@@ -116,6 +125,7 @@ def add_commands(command) -> None:
     p.add_argument("--seed", type=int, default=default_of(scan, "seed"), help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
     add_anonymize_options(p, switch=True)
+    add_engine_options(p)
     p.add_argument("--json", action="store_true")
 
     p = command("anonymize", cmd_anonymize, "cover faces and licence plates in a video file or every video of a "

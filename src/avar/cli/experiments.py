@@ -7,6 +7,7 @@ from pathlib import Path
 
 from avar.cli.common import (add_anonymize_options, add_extractor_options, anonymize_config, default_of, emit,
                              extractors_from_args)
+from avar.cli.engine import add_engine_options, engine_from_args, extractor_specs
 
 
 def cmd_ablate(args) -> int:
@@ -18,7 +19,8 @@ def cmd_ablate(args) -> int:
     if args.epochs:
         plan.epochs = args.epochs
     plan.paper = args.paper
-    results = run_ablation(args.features_dir, args.out, plan, workers=args.workers, progress=not args.quiet)
+    results = run_ablation(args.features_dir, args.out, plan, workers=args.workers, progress=not args.quiet,
+                           engine=engine_from_args(args))
     print(tables_markdown(write_tables(results, args.out)))
     print(f"{len(results)} runs; results.json, tables.md and tables.json in {args.out}")
     return 0 if len(results) == len(plan.cells()) else 1
@@ -29,16 +31,17 @@ def cmd_scenes(args) -> int:
     from avar.experiments.scenes import extract_scenes, run_scene_protocol, scenes_markdown
     from avar.methods.avaca.train import WeakTrainConfig
 
-    video, audio = extractors_from_args(args)
+    engine = engine_from_args(args)
+    video, audio = extractors_from_args(args) if engine is None else extractor_specs(args)
     scenes, failures = extract_scenes(args.data_dir, Path(args.out) / "features", video, audio, step=args.step,
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, engine=engine)
     for failure in failures:
         print(f"failed: {failure['scene']}: {failure['path']}: {failure['reason']}", file=sys.stderr)
     given = {"epochs": args.epochs, "lr": args.lr, "audio_path": args.audio_path}
     config = WeakTrainConfig(method=args.method, zero_audio=args.zero_audio, seed=args.seed,
                              **{k: v for k, v in given.items() if v is not None})
     result = run_scene_protocol(scenes, Path(args.out) / "runs", config, repeats=args.repeats, seed=args.seed,
-                                progress=not args.quiet)
+                                progress=not args.quiet, workers=args.workers, engine=engine)
     return emit(args, result, scenes_markdown(result))
 
 
@@ -89,6 +92,7 @@ def add_commands(command) -> None:
     p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
     p.add_argument("--paper", action="store_true", help="the paper's setup (raw streams concatenated, Eq. 6, and the "
                    "paper's training recipe) instead of avar's robust defaults; use a separate --out")
+    add_engine_options(p, workers=False)
 
     p = command("scenes", cmd_scenes, "MAVAD protocol: per scene folder, 3 random per-class 60/20/20 splits, weak "
                 "training and frame-level evaluation, mean +- std")
@@ -102,6 +106,9 @@ def add_commands(command) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=default_of(run_scene_protocol, "seed"))
     add_extractor_options(p, default_of(extract_scenes, "step"))
+    p.add_argument("--workers", type=int, help="parallel runs, or with --engine ray extraction workers and "
+                   "concurrent runs (default: one per core / as the cluster allows)")
+    add_engine_options(p, workers=False)
     p.add_argument("--json", action="store_true")
 
     p = command("privacy-cost", cmd_privacy_cost, "what anonymisation costs (MAVAD Table V): extract DATA_DIR raw "

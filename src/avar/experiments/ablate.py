@@ -3,7 +3,8 @@
 The grid: Table 2 (every head x audio / video / fused), Table 3 (sequence length 5 / 10 / 15
 with the AVAR-Net head, fused) and early vs late fusion (AVAR-Net head), each over several
 seeds. Every cell is a run directory with its own ``result.json``; a rerun skips finished
-cells, so a killed grid resumes. Cells run in parallel worker processes.
+cells, so a killed grid resumes. Cells run in parallel worker processes, or as Ray tasks
+(``engine``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import multiprocessing
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from avar.features.cache import write_json_atomic
+
+if TYPE_CHECKING:  # Ray is optional: imported only when a grid runs on it
+    from avar.cluster import RayEngine
 
 HEAD_ORDER = ("gru", "bigru", "lstm", "bilstm", "transformer", "mtcn")
 MODALITY_ORDER = ("a", "v", "av")
@@ -106,20 +111,32 @@ def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_over
     return result
 
 
-def finished(cells: list, out: Path) -> dict[str, dict]:
-    """The results of the cells already done, by id: what a rerun of a grid skips."""
-    paths = {cell.id: out / "runs" / cell.id / RESULT_FILE for cell in cells}
+def finished(cells: list, out: Path, runs: str = "runs") -> dict[str, dict]:
+    """The results of the cells already done, by id (``out/runs/<id>/result.json``): what a
+    rerun of a grid skips."""
+    paths = {cell.id: out / runs / cell.id / RESULT_FILE for cell in cells}
     return {cell_id: json.loads(path.read_text()) for cell_id, path in paths.items() if path.is_file()}
 
 
 def run_parallel(func, cells: list, done: dict, arguments, *, workers: int | None, desc: str, total: int,
-                 progress: bool) -> list[dict]:
+                 progress: bool, engine: RayEngine | None = None) -> list[dict]:
     """Run ``func(cell, *arguments(cell, threads))`` for every cell in worker processes (one
     per core by default, the cores shared out as torch threads), storing each result in
-    ``done[cell.id]``; a cell that fails is reported and the rest go on. Returns the failures."""
+    ``done[cell.id]``; a cell that fails is reported and the rest go on. Returns the failures.
+
+    With ``engine`` (an :class:`avar.cluster.RayEngine`) the cells run as Ray tasks on its
+    cluster instead (``workers`` at once, ``engine.cpus_per_worker`` threads each); ``func``
+    must write its results where the driver reads them (a shared folder on a cluster)."""
+    bar = tqdm(total=total, initial=total - len(cells), desc=desc, unit="run", disable=not progress)
+    if engine is not None:
+        from avar.cluster import run_cells
+
+        engine = replace(engine, workers=workers) if workers else engine
+        failures = run_cells(engine, func, cells, done, arguments, lambda: bar.update(1))
+        bar.close()
+        return failures
     workers = max(1, min(workers or os.cpu_count() or 1, len(cells) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=total, initial=total - len(cells), desc=desc, unit="run", disable=not progress)
     failures = []
     # Spawned, not forked: a process that already ran torch or has other threads (a feature
     # extraction before the grid) can hand a forked child a lock that is never released.
@@ -144,8 +161,10 @@ def run_ablation(
     *,
     workers: int | None = None,
     progress: bool = True,
+    engine: RayEngine | None = None,
 ) -> list[dict]:
-    """Run (or finish) the grid and write ``results.json`` and the tables; returns the results."""
+    """Run (or finish) the grid and write ``results.json`` and the tables; returns the results.
+    ``engine`` runs the cells on a Ray cluster (see :func:`run_parallel`)."""
     plan = plan or AblationPlan()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +177,7 @@ def run_ablation(
     failures = run_parallel(
         run_cell, [c for c in cells if c.id not in done], done,
         lambda cell, threads: (str(features_dir), str(out), plan.epochs, plan.head_overrides, threads, plan.paper),
-        workers=workers, desc="ablate", total=len(cells), progress=progress,
+        workers=workers, desc="ablate", total=len(cells), progress=progress, engine=engine,
     )
     results = [done[c.id] for c in cells if c.id in done]
     write_json_atomic(out / "results.json", results)

@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps, r
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
 BATCH = 32
+MANIFEST_EVERY = 20
+"""Clips between manifest writes (a killed run loses none: the clip files are the truth)."""
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +217,20 @@ def extract_dataset(
     listing the dataset could not use, from :func:`avar.datasets.folders.scan`). A full disk
     stops the run with one error; the clips finished before it are kept. ``anonymize`` (an
     ``avar.anonymize.cover.AnonymizeConfig``) covers faces and plates in every step's frame, at
-    the source's resolution, before the backbone sees it.
+    the source's resolution, before the backbone sees it. The same cache is written, to the
+    same layout, by :func:`avar.features.distributed.extract_dataset_ray` on a Ray cluster;
+    either resumes what the other began.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(entries, out_dir)
     step = check_step(step)
+    with disk_full_message(out_dir):
+        return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [],
+                        anonymize)
+
+
+def check_out_dir(entries: list[ClipEntry], out_dir: Path | str) -> Path:
+    """``out_dir`` as a Path, once it is known to be a usable folder and the clip ids unique."""
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --out is an existing file; give a directory for the feature cache")
     first: dict[str, ClipEntry] = {}
@@ -225,26 +238,39 @@ def extract_dataset(
         other = first.setdefault(entry.clip_id, entry)
         if other is not entry:
             raise ValueError(f"{other.path} and {entry.path} get the same clip id {entry.clip_id!r}; rename one")
+    return out_dir
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(out_dir: Path, filename: str | None) -> RuntimeError:
+    return RuntimeError(f"{out_dir}: disk full while writing {filename or 'the cache'}; free some space "
+                        "and run the same command again (finished clips are kept)")
+
+
+@contextmanager
+def disk_full_message(out_dir: Path):
+    """A full disk becomes one error naming the cache and the fix; other errors pass."""
     try:
-        return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [],
-                        anonymize)
+        yield
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise RuntimeError(f"{out_dir}: disk full while writing {exc.filename or 'the cache'}; free some space "
-                               "and run the same command again (finished clips are kept)") from None
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(out_dir, exc.filename) from None
         raise
 
 
-def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, audio_weights, progress: bool,
-             unlisted: list[dict], anonymize) -> ExtractSummary:
-    settings = {
-        "step": step,
-        "video": extractor_record(video, video_weights),
-        "audio": extractor_record(audio, audio_weights),
-        # Anonymised features differ from raw ones: a cache is one or the other.
-        "anonymize": asdict(anonymize) if anonymize is not None else None,
-    }
-    anonymizer = anonymize.build() if anonymize is not None else None
+def cache_settings(step: float, video: dict, audio: dict, anonymize) -> dict:
+    """What makes two caches' features comparable: a cache holds features of one setting only.
+    ``video`` / ``audio`` are :func:`extractor_record` dicts."""
+    # Anonymised features differ from raw ones: a cache is one or the other.
+    return {"step": step, "video": video, "audio": audio,
+            "anonymize": asdict(anonymize) if anonymize is not None else None}
+
+
+def open_cache(entries: list[ClipEntry], out_dir: Path, settings: dict) -> tuple[dict[str, dict], list[ClipEntry]]:
+    """Check ``out_dir`` was made with ``settings`` (or is new), create it, and read what is
+    done: the records of finished clips by id, and the entries still to extract."""
     manifest_path = out_dir / MANIFEST
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -254,7 +280,6 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
                 f"({ {k: old.get(k) for k in settings} }); pass a new --out directory"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-
     records: dict[str, dict] = {}
     todo = []
     for entry in entries:
@@ -265,39 +290,67 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
             records[entry.clip_id] = record
         else:
             todo.append(entry)
+    return records, todo
+
+
+def write_manifest(out_dir: Path, settings: dict, runtimes: dict, entries: list[ClipEntry], records: dict[str, dict],
+                   failures: list[dict]) -> None:
+    """The manifest (settings, the runtimes, one record per finished clip in ``entries``' order)
+    and the failures list; written only by the process that drives the extraction."""
+    ordered = [records[e.clip_id] for e in entries if e.clip_id in records]
+    # The runtime is recorded but not part of the settings: every runtime's features match
+    # eager fp32 (cosine >= 0.999), so a cache may be resumed under another one.
+    write_json_atomic(out_dir / MANIFEST, {**settings, "runtimes": runtimes, "clips": ordered})
+    write_json_atomic(out_dir / FAILURES, failures)
+
+
+def decode_clip(entry: ClipEntry, step: float, size: tuple[int, int] | None, anonymizer=None
+                ) -> tuple[ClipSteps | MediaError, list[str]]:
+    """One clip's steps, frames resized to ``size`` (the video backbone's input), and the
+    decoder's warnings; a file that cannot be decoded gives its ``MediaError`` instead."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            steps = decode_steps(entry.path, step, None if anonymizer else size)
+        if anonymizer is not None:
+            steps.frames = np.stack([resize_rgb(anonymizer.frame(f), size) for f in steps.frames])
+        return steps, [str(w.message) for w in caught]
+    except MediaError as exc:
+        return exc, []
+
+
+def save_features(out_dir: Path, entry: ClipEntry, steps: ClipSteps, video: Extractor, audio: Extractor) -> dict:
+    """Run the backbones over a decoded clip and write its cache file (atomically); its record."""
+    v, a = features_from_steps(steps, video, audio)
+    return _save_clip(_clip_file(out_dir, entry.clip_id), _clip_record(entry, steps), v, a, steps.times)
+
+
+def runtimes_of(video: Extractor, audio: Extractor) -> dict:
+    return {"video": getattr(video, "runtime", "numpy"), "audio": getattr(audio, "runtime", "numpy")}
+
+
+def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, audio_weights, progress: bool,
+             unlisted: list[dict], anonymize) -> ExtractSummary:
+    settings = cache_settings(step, extractor_record(video, video_weights), extractor_record(audio, audio_weights),
+                              anonymize)
+    anonymizer = anonymize.build() if anonymize is not None else None
+    records, todo = open_cache(entries, out_dir, settings)
     skipped = len(records)
-
     failures: list[dict] = list(unlisted)
+    size = getattr(video, "input_size", None)
 
-    def decode(entry: ClipEntry):
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                size = getattr(video, "input_size", None)
-                steps = decode_steps(entry.path, step, None if anonymizer else size)
-            if anonymizer is not None:
-                steps.frames = np.stack([resize_rgb(anonymizer.frame(f), size) for f in steps.frames])
-            return steps, [str(w.message) for w in caught]
-        except MediaError as exc:
-            return exc, []
-
-    def write_manifest():
-        ordered = [records[e.clip_id] for e in entries if e.clip_id in records]
-        # The runtime is recorded but not part of the settings: every runtime's features match
-        # eager fp32 (cosine >= 0.999), so a cache may be resumed under another one.
-        runtimes = {"video": getattr(video, "runtime", "numpy"), "audio": getattr(audio, "runtime", "numpy")}
-        write_json_atomic(manifest_path, {**settings, "runtimes": runtimes, "clips": ordered})
-        write_json_atomic(out_dir / FAILURES, failures)
+    def save():
+        write_manifest(out_dir, settings, runtimes_of(video, audio), entries, records, failures)
 
     # Decode the next clip in a thread while the backbones run on this one.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(decode, e) for e in todo[:2]]
+        pending = [pool.submit(decode_clip, e, step, size, anonymizer) for e in todo[:2]]
         log.info("%d clips to extract, %d already done -> %s", len(todo), skipped, out_dir)
         bar = tqdm(total=len(todo), desc="extract", unit="clip", disable=not progress)
         for i, entry in enumerate(todo):
             result, notes = pending[i].result()
             if i + 2 < len(todo):
-                pending.append(pool.submit(decode, todo[i + 2]))
+                pending.append(pool.submit(decode_clip, todo[i + 2], step, size, anonymizer))
             pending[i] = None
             if isinstance(result, MediaError):
                 failures.append({"path": str(entry.path), "reason": result.reason})
@@ -305,15 +358,12 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
             else:
                 for note in notes:
                     log.warning("%s", note)
-                v, a = features_from_steps(result, video, audio)
-                records[entry.clip_id] = _save_clip(
-                    _clip_file(out_dir, entry.clip_id), _clip_record(entry, result), v, a, result.times
-                )
+                records[entry.clip_id] = save_features(out_dir, entry, result, video, audio)
             bar.update(1)
-            if i % 20 == 19:
-                write_manifest()
+            if i % MANIFEST_EVERY == MANIFEST_EVERY - 1:
+                save()
         bar.close()
-    write_manifest()
+    save()
     return ExtractSummary(out_dir, done=len(records) - skipped, skipped=skipped, failures=failures)
 
 
