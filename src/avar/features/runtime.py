@@ -256,7 +256,7 @@ class TorchBackbone:
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        export = path.parent / f"{self.name}-{weights_digest(self.net)}.onnx"
+        export = self.onnx_path(path.parent)
         if not export.is_file():
             self.export_onnx(export)
         inputs = self.preprocess(calibration)

@@ -92,11 +92,16 @@ def read_sources(path: Path | str) -> list[Source]:
             sources.append(Source(*fields))
     if not sources:
         raise ValueError(f"{path}: no sources; write one URI a line, e.g. rtsp://10.0.0.5/stream gate")
-    uris = [s.uri for s in sources]
-    repeated = sorted({u for u in uris if uris.count(u) > 1})
+    repeated = _repeated(sources)
     if repeated:
         raise ValueError(f"{path}: {', '.join(repeated)} listed more than once; each source once")
     return sources
+
+
+def _repeated(sources: list[Source]) -> list[str]:
+    """The uris given more than once, sorted."""
+    uris = [s.uri for s in sources]
+    return sorted({u for u in uris if uris.count(u) > 1})
 
 
 class Watcher:
@@ -203,8 +208,7 @@ class Watcher:
         sources = [s if isinstance(s, Source) else Source(str(s)) for s in sources]
         if not sources:
             raise ValueError("no sources to watch; pass at least one file, folder, URL or device")
-        uris = [s.uri for s in sources]
-        repeated = sorted({u for u in uris if uris.count(u) > 1})
+        repeated = _repeated(sources)
         if repeated:
             raise ValueError(f"{', '.join(repeated)} given more than once; watch each source once")
         yield from self._run(self._feeds(sources, realtime, reconnect, follow, idle_timeout))
