@@ -5,28 +5,34 @@
 For each seed: ``avar synth`` (24 clips per class, that seed) -> offline features -> caches of
 6, 12 and 24 clips per class, each clean and with video or audio shuffled across clips ->
 every head on audio, video and both (default training) -> test accuracy, and a pooled-feature
-logistic regression on the same caches. With ``--fight-dev DIR`` (default: the shared
+logistic regression on the same caches; runs on the smaller clean caches are also scored on the
+clips their subset left out (a larger held-out test). With ``--fight-dev DIR`` (default: the shared
 fight-dev clips when present) the same heads and the regression run on real surveillance
-clips with their own sound, on its grouped split, over the same seeds. A rerun resumes.
+clips with their own sound, on its grouped split, over the same seeds, and the regression is
+cross-validated in folds grouped by source video (its ``sources.csv``). A rerun resumes.
 Prints JSON (``--json``) and writes ``OUT/summary.json`` and ``OUT/tables.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
-from avar.methods.avarnet.stream_selection import select_streams
+from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, pooled_features, pooled_regression,
+                                                   select_streams)
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (
-    VARIANTS, Cell, cache_name, checks, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
+    VARIANTS, Cell, cache_name, checks, held_out, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
     table_markdown, uninformative,
 )
 
@@ -40,6 +46,34 @@ def _features(data_dir: Path, out: Path, seed: int, step: float) -> FeatureSet:
     return FeatureSet.open(out)
 
 
+def grouped_cv(cache: FeatureSet, sources: Path, seed: int = 0) -> dict:
+    """What the pooled regression knows across scenes: its accuracy on the labelled clips
+    (train + val) in 5 stratified folds grouped by source video (``sources.csv``: path,source),
+    and on the test split, per pooling and stream choice."""
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    with sources.open(newline="") as f:
+        group_of = {row["path"]: row["source"] for row in csv.DictReader(f)}
+    root = sources.parent.resolve()
+    fit, test = cache.split("train") + cache.split("val"), cache.split("test")
+    paths = {c["clip_id"]: Path(c["path"]).resolve().relative_to(root).as_posix() for c in cache.clips}
+    groups = [group_of[paths[c.clip_id]] for c in fit]
+    y = [c.label for c in fit]
+    out = {}
+    for name, stats in (("mean+max", LEGACY_POOLING), ("mean+max+change", POOLING)):
+        for modality in MODALITY_ORDER:
+            x = np.stack([pooled_features(c.video, c.audio, modality, stats) for c in fit])
+            folds = StratifiedGroupKFold(5, shuffle=True, random_state=seed)
+            model = pooled_regression(seed)
+            cv = float(cross_val_score(model, x, y, groups=groups, cv=folds).mean())
+            model.fit(x, y)
+            acc = float(model.score(np.stack([pooled_features(c.video, c.audio, modality, stats) for c in test]),
+                                    [c.label for c in test]))
+            out.setdefault(name, {})[modality] = {"grouped_cv": round(cv, 4), "test": round(acc, 4)}
+    out["largest_class"] = round(max(y.count(label) for label in set(y)) / len(y), 4)
+    return out
+
+
 def prepare_synthetic(out: Path, seeds, sizes) -> None:
     """The benchmark's caches under ``out/caches`` (skipped where they exist)."""
     for seed in seeds:
@@ -51,6 +85,9 @@ def prepare_synthetic(out: Path, seeds, sizes) -> None:
             clean = out / "caches" / cache_name(seed, size, "clean")
             if not (clean / "manifest.json").is_file():
                 subsample(full, clean, size, seed)
+            heldout = out / "caches" / cache_name(seed, size, "heldout")
+            if size < max(sizes) and not (heldout / "manifest.json").is_file():
+                held_out(full, FeatureSet.open(clean), heldout)
             for variant in VARIANTS[1:]:
                 path = out / "caches" / cache_name(seed, size, variant)
                 if not (path / "manifest.json").is_file():
@@ -94,13 +131,24 @@ def main(argv=None) -> int:
                     accuracy = pooled_logistic_regression(FeatureSet.open(out / "caches" / name), modality)
                     baselines.append({"cache": name, "modality": modality, "accuracy": accuracy})
     table = summarise(synthetic, baselines)
+    # the same runs on the clips their subset left out (sizes below the largest)
+    heldout_base = [{"cache": cache_name(s, n, "clean"), "modality": m,
+                     "accuracy": pooled_logistic_regression(FeatureSet.open(out / "caches" / cache_name(s, n, "clean")),
+                                                            m, test_on=FeatureSet.open(held))}
+                    for s in args.seeds for n in args.sizes for m in MODALITY_ORDER
+                    if (held := out / "caches" / cache_name(s, n, "heldout")).is_dir()]
+    heldout_table = summarise(synthetic, heldout_base, field="heldout_accuracy")
     # what the default recipe's stream selection decides on each cache (the same call train_head makes)
     selection = {name: select_streams((fs := FeatureSet.open(out / "caches" / name)).split("train") + fs.split("val"),
                                       int(name.split("-")[0][1:])).modality
                  for name in sorted({cache_name(s, n, v) for s in args.seeds for n in args.sizes for v in VARIANTS})}
-    summary = {"synthetic": table, "checks": checks(table), "failures": failures, "stream_selection": selection,
+    summary = {"synthetic": table, "synthetic_heldout": heldout_table,
+               "checks": checks(table) + checks(heldout_table, "held-out clips"), "failures": failures,
+               "stream_selection": selection,
                "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides}}
     markdown = "## Built-in benchmark (test accuracy, mean ± std over seeds)\n\n" + table_markdown(table)
+    markdown += ("\n## The same runs on the clips each subset left out (held-out test, mean ± std over seeds)\n\n"
+                 + table_markdown(heldout_table))
     markdown += "\n\nStreams the default recipe's selection keeps, per cache: " + ", ".join(
         f"{name} {streams}" for name, streams in selection.items()) + "\n"
     if fight:
@@ -120,6 +168,14 @@ def main(argv=None) -> int:
             for h, row in fight_table.items() if h != "logreg"]
         markdown += (f"\n## fight-dev ({fight}, step {args.fight_step} s, grouped split)\n\n"
                      + table_markdown({"fight-dev": {"real": fight_table}}))
+        if (Path(fight) / "sources.csv").is_file():
+            summary["fight_dev_grouped_cv"] = grouped = grouped_cv(cache, Path(fight) / "sources.csv")
+            markdown += ("\nPooled regression, cross-validated in folds grouped by source video (and on the test "
+                         f"split); largest class {grouped['largest_class']:.3f}:\n\n"
+                         "| pooling | audio | video | audio + video |\n|---|---|---|---|\n" + "".join(
+                             f"| {name} | " + " | ".join(f"{grouped[name][m]['grouped_cv']:.3f} "
+                                                       f"({grouped[name][m]['test']:.3f})" for m in MODALITY_ORDER)
+                             + " |\n" for name in ("mean+max", "mean+max+change")))
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "summary.json", summary)
     (out / "tables.md").write_text(markdown)

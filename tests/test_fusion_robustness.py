@@ -9,7 +9,8 @@ import pytest
 from avar.methods.avarnet.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.heads import config_from_dict, head_config
-from avar.experiments.robustness import Cell, checks, plan_cells, pooled_logistic_regression, subsample, summarise, uninformative
+from avar.experiments.robustness import (Cell, checks, held_out, plan_cells, pooled_logistic_regression, subsample, summarise,
+                                         uninformative)
 from avar.methods.avarnet.train import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.methods.avarnet.run import Run
 from avar.methods.avarnet.stream_selection import select_streams
@@ -186,6 +187,15 @@ def test_summary_and_checks_report_mean_std_and_the_targets():
     verdicts = {c["check"]: c["pass"] for c in checks(table)}
     assert verdicts["fused >= best single - 0.02"]
     assert not verdicts["video-shuffled: fused within 0.03 of audio alone"]  # 0.55 < 0.6 - 0.03
+    assert verdicts["fused >= 0.90 (test split)"] and verdicts["std of fused over seeds <= 0.03 (test split)"]
+    results[5]["accuracy"] = 0.98  # seeds 0.90 and 0.98: mean 0.94, std 0.04
+    results[2]["heldout_accuracy"], results[5]["heldout_accuracy"] = 0.85, 0.87
+    verdicts = {c["check"]: c["pass"] for c in checks(summarise(results))}
+    assert verdicts["fused >= 0.90 (test split)"] and not verdicts["std of fused over seeds <= 0.03 (test split)"]
+    held = summarise(results, field="heldout_accuracy")
+    assert list(held["12"]["clean"]["mtcn"]) == ["av"] and held["12"]["clean"]["mtcn"]["av"]["mean"] == pytest.approx(0.86)
+    verdicts = {c["check"]: c["pass"] for c in checks(held, "held-out clips")}
+    assert verdicts == {"fused >= 0.90 (held-out clips)": False, "std of fused over seeds <= 0.03 (held-out clips)": True}
 
 
 def test_auto_runtime_at_prediction_reuses_the_one_the_training_features_came_from(tmp_path, one_torch_thread):
@@ -230,7 +240,7 @@ def test_clip_blend_averages_head_and_regression_and_travels_with_the_run(tmp_pa
     cache = toy_cache(tmp_path / "cache", per_class=(8, 2, 3))
     run = train_head(cache, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False),
                      progress=False)
-    assert run.extra["clip_blend"] == {"head_weight": 0.5} and run.blend is not None
+    assert run.extra["clip_blend"] == {"head_weight": 0.5, "pooling": ["mean", "max", "change"]} and run.blend is not None
     loaded = Run.load(tmp_path / "run")
     np.testing.assert_allclose(loaded.blend.coef, run.blend.coef)
     clip = cache.split("test")[0]
@@ -248,3 +258,55 @@ def test_clip_blend_averages_head_and_regression_and_travels_with_the_run(tmp_pa
     for bad in (1.5, -0.1, True, "half"):
         with pytest.raises(ValueError, match="clip-blend"):
             TrainConfig(clip_blend=bad)
+
+
+def test_pooled_features_add_the_mean_change_between_steps():
+    from avar.methods.avarnet.stream_selection import pooled_features
+
+    video = np.array([[0.0, 1.0], [2.0, 1.0], [1.0, 4.0]], np.float32)
+    audio = np.array([[5.0], [5.0], [8.0]], np.float32)
+    x = pooled_features(video, audio, "av")
+    np.testing.assert_allclose(x, [1, 2, 6, 2, 4, 8, 1.5, 1.5, 1.5])  # mean | max | mean |step-to-step change|
+    np.testing.assert_allclose(pooled_features(video, audio, "a", ("mean", "max")), [6, 8])
+    np.testing.assert_array_equal(pooled_features(video[:1], audio[:1], "v")[4:], [0, 0])  # one step: no change
+
+
+def test_a_run_saved_before_the_change_statistic_keeps_scoring(tmp_path, one_torch_thread):
+    from avar.methods.avarnet.clip_blend import PooledLinear
+    from avar.methods.avarnet.stream_selection import LEGACY_POOLING
+
+    cache = toy_cache(tmp_path / "cache", per_class=(6, 1, 3))
+    run = train_head(cache, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False),
+                     progress=False)
+    fit = cache.split("train") + cache.split("val")
+    run.blend = PooledLinear.fit(fit, run.classes, "av", stats=LEGACY_POOLING)
+    run.extra["clip_blend"] = {"head_weight": 0.5}  # what such runs recorded: no pooling
+    run.save(tmp_path / "run", keep=True)
+    loaded = Run.load(tmp_path / "run")
+    assert loaded.blend.stats == LEGACY_POOLING and loaded.blend.coef.shape[1] == 2 * (96 + 8)
+    clip = cache.split("test")[0]
+    np.testing.assert_allclose(loaded.blend.probabilities(clip.video, clip.audio),
+                               run.blend.probabilities(clip.video, clip.audio), atol=1e-9)
+
+
+def test_the_robust_recipe_trains_a_compact_mtcn_whose_dilations_fit_the_window():
+    from avar.methods.avarnet.train import recipe_head
+
+    assert recipe_head(TrainConfig()) == {"num_stages": 2, "num_layers": 4, "num_f_maps": 32}
+    assert recipe_head(TrainConfig(seq_len=16))["num_layers"] == 4  # dilation 8 still reaches inside 16 steps
+    assert recipe_head(TrainConfig(seq_len=17))["num_layers"] == 5
+    assert recipe_head(TrainConfig(seq_len=1))["num_layers"] == 1
+    assert recipe_head(TrainConfig(head={"num_f_maps": 64, "attention": False})) == {
+        "num_stages": 2, "num_layers": 4, "num_f_maps": 64, "attention": False}
+    assert recipe_head(TrainConfig(recipe="paper")) == {}
+    assert recipe_head(TrainConfig(head_type="bigru", head={"hidden": 8})) == {"hidden": 8}
+
+
+def test_held_out_clips_are_the_rest_of_the_full_set_all_in_test(tmp_path):
+    full = toy_cache(tmp_path / "full", per_class=(6, 2, 4))
+    chosen = subsample(full, tmp_path / "n4", 4, seed=1)
+    held = held_out(full, chosen, tmp_path / "held")
+    ids = lambda fs: {c["clip_id"] for c in fs.clips}  # noqa: E731
+    assert ids(held) | ids(chosen) == ids(full) and not ids(held) & ids(chosen)
+    assert {c["split"] for c in held.clips} == {"test"} and len(held.clips) == len(full.clips) - 4 * len(full.classes)
+    assert held_out(full, full, tmp_path / "none") is None

@@ -132,7 +132,7 @@ def add_commands(command) -> None:
     from avar.methods.avaca.config import AVACAConfig
     from avar.methods.avaca.train import WeakTrainConfig
     from avar.methods.avarnet.config import AVARNetConfig
-    from avar.methods.avarnet.train import RECIPES, TrainConfig
+    from avar.methods.avarnet.train import COMPACT_MTCN, RECIPES, TrainConfig, recipe_head
     from avar.methods.baselines.config import BaselineConfig
     from avar.methods.heads import FUSIONS, HEADS
     from avar.methods.streams import STREAM_FUSIONS
@@ -190,10 +190,13 @@ def add_commands(command) -> None:
                    f"with --recipe paper), {ae.lr:g} (autoencoder) or {weak.lr:g} (avaca/mil)")
     p.add_argument("--batch-size", type=int, help=f"default {sup.batch_size} (avarnet), {ae.batch_size} sequences "
                    f"(autoencoder) or {weak.batch_size} videos, half normal (avaca/mil)")
-    p.add_argument("--stages", type=int, help=f"mtcn: MS-TCN stages (default {tcn.num_stages})")
-    p.add_argument("--layers", type=int, help=f"mtcn: dilated layers per stage (default {tcn.num_layers}); baselines: "
+    p.add_argument("--stages", type=int, help=f"mtcn: MS-TCN stages (default {COMPACT_MTCN['num_stages']}; "
+                   f"{tcn.num_stages} with --recipe paper)")
+    p.add_argument("--layers", type=int, help="mtcn: dilated layers per stage (default: as many as dilations inside "
+                   f"the window, {recipe_head(sup)['num_layers']} for {sup.seq_len} steps; {tcn.num_layers} with --recipe paper); baselines: "
                    f"recurrent/encoder layers (default {rnn.num_layers})")
-    p.add_argument("--f-maps", type=int, help=f"mtcn: feature maps (default {tcn.num_f_maps})")
+    p.add_argument("--f-maps", type=int, help=f"mtcn: feature maps (default {COMPACT_MTCN['num_f_maps']}; "
+                   f"{tcn.num_f_maps} with --recipe paper)")
     p.add_argument("--no-attention", action="store_true", help="mtcn: drop the attention module")
     p.add_argument("--hidden", type=int, help=f"baselines: hidden width (default {rnn.hidden}); avaca: path width "
                    f"(default {AVACAConfig.hidden})")

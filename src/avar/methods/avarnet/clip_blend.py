@@ -1,11 +1,12 @@
 """On small datasets, the head's clip prediction averaged with a pooled-feature linear classifier.
 
-With a few clips per class a linear classifier on each clip's mean- and max-pooled features
-(:func:`~avar.methods.avarnet.stream_selection.pooled_clip_features`) is hard to beat: the
-head's clip score is the mean of its step scores, an anomaly fills part of a clip, and 1M
-parameters learn from a few dozen labels (issue 11: 0.80 against the regression's 0.91 at 12
-clips per class). With more clips the head catches up, and the two make different mistakes,
-so their average beats either (0.97 at 24 clips per class against 0.94 for each alone).
+With a few clips per class a linear classifier on each clip's pooled features (mean, max and
+mean change from step to step: :func:`~avar.methods.avarnet.stream_selection.pooled_features`)
+is hard to beat: the head's clip score is the mean of its step scores, an anomaly fills part of
+a clip, and a head of 0.5-1M parameters learns from a few dozen labels (issue 11: the paper-size
+head 0.80 against the regression's 0.91 at 12 clips per class). With more clips the head
+catches up, and the two make different mistakes, so their average beats either (0.97 at 24
+clips per class against 0.94 for each alone).
 The robust recipe therefore averages them at a fixed weight (``TrainConfig.clip_blend``, 0.5):
 a weight chosen on the validation split would hinge on a handful of clips (choosing it by
 validation log-loss gave the regression alone at 24 clips per class and lost 0.03; see
@@ -13,7 +14,9 @@ docs/fusion.md). The regression is fitted on the clips the head's final fit saw.
 
 Only the clip prediction is blended (``Run.clip_probabilities``: ``avar evaluate``, the clip
 class of ``avar predict``); the per-step scores that ``predict``, ``watch`` and the events use
-remain the head's. The regression is stored as plain tensors beside the head's weights.
+remain the head's. The regression is stored as plain tensors beside the head's weights, its
+pooling in the run's ``config.json`` (``clip_blend.pooling``; runs saved before it was recorded
+pooled mean and max).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avar.features.cache import StepFeatures
-from avar.methods.avarnet.stream_selection import pooled_features, pooled_regression
+from avar.methods.avarnet.stream_selection import LEGACY_POOLING, POOLING, pooled_features, pooled_regression
 
 PREFIX = "clip_blend."
 """Name prefix of the regression's tensors in the run's weights file."""
@@ -42,10 +45,13 @@ class PooledLinear:
     coef: np.ndarray
     """``[C, D]`` over the run's classes, in the run's order."""
     intercept: np.ndarray
+    stats: tuple[str, ...] = POOLING
+    """The pooled statistics the regression reads (:data:`~avar.methods.avarnet.stream_selection.POOLING`)."""
 
     @classmethod
-    def fit(cls, clips: list[StepFeatures], classes: list[str], modality: str, seed: int = 0) -> "PooledLinear":
-        x = np.stack([pooled_features(c.video, c.audio, modality) for c in clips])
+    def fit(cls, clips: list[StepFeatures], classes: list[str], modality: str, seed: int = 0,
+            stats: tuple[str, ...] = POOLING) -> "PooledLinear":
+        x = np.stack([pooled_features(c.video, c.audio, modality, stats) for c in clips])
         model = pooled_regression(seed).fit(x, [c.label for c in clips])
         scaler, regression = model[0], model[-1]
         seen = list(regression.classes_)
@@ -56,11 +62,12 @@ class PooledLinear:
         full_intercept = np.full(len(classes), _ABSENT)
         for row, label in enumerate(seen):
             full_coef[classes.index(label)], full_intercept[classes.index(label)] = coef[row], intercept[row]
-        return cls(modality, scaler.mean_.copy(), scaler.scale_.copy(), full_coef, full_intercept)
+        return cls(modality, scaler.mean_.copy(), scaler.scale_.copy(), full_coef, full_intercept, tuple(stats))
 
     def probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """Class probabilities ``[C]`` of one clip's raw (not normalised) features."""
-        z = ((pooled_features(video, audio, self.modality) - self.mean) / self.scale) @ self.coef.T + self.intercept
+        x = pooled_features(video, audio, self.modality, self.stats)
+        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
         z = np.exp(z - z.max())
         return z / z.sum()
 
@@ -71,11 +78,12 @@ class PooledLinear:
                 for k in ("mean", "scale", "coef", "intercept")}
 
     @classmethod
-    def pop_tensors(cls, tensors: dict, modality: str) -> "PooledLinear | None":
-        """The regression stored in a run's ``tensors`` (removed from the dict), or None."""
+    def pop_tensors(cls, tensors: dict, modality: str, stats=LEGACY_POOLING) -> "PooledLinear | None":
+        """The regression stored in a run's ``tensors`` (removed from the dict), or None;
+        ``stats`` as recorded in the run."""
         names = [PREFIX + k for k in ("mean", "scale", "coef", "intercept")]
         if not all(n in tensors for n in names):
             return None
         mean, scale, coef, intercept = (tensors.pop(n).double().numpy() for n in names)
-        return cls(modality, mean, scale, coef, intercept)
+        return cls(modality, mean, scale, coef, intercept, tuple(stats))
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from avar.methods.avarnet.clip_blend import PooledLinear
+from avar.methods.avarnet.stream_selection import LEGACY_POOLING
 from avar.methods.heads import HeadConfig, build_head, config_from_dict, head_type
 from avar.training.run import (HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization, check_extractors,
                                check_window, load_state, load_weights, read_labels, read_run_config, reading_config,
@@ -74,7 +75,8 @@ class Run(FeatureRun):
         classes = read_labels(root, config.num_classes)
         tensors = load_weights(root, MODEL_FILE, meta)
         norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
-        blend = PooledLinear.pop_tensors(tensors, config.modality)
+        blend = PooledLinear.pop_tensors(tensors, config.modality,
+                                         (meta.get("clip_blend") or {}).get("pooling", LEGACY_POOLING))
         load_state(head, tensors, root / MODEL_FILE)
         run = cls(
             head=head,

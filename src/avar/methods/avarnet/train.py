@@ -47,6 +47,23 @@ RECIPES: dict[str, dict] = {
               "min_steps": 0, "early_stop": 12, "refit": False, "select_streams": False, "clip_blend": 1.0},
 }
 """Training recipes by name; a :class:`TrainConfig` field left at ``None`` takes its recipe's value."""
+COMPACT_MTCN = {"num_stages": 2, "num_f_maps": 32}
+"""The AVAR-Net head under the robust recipe (its other fields as :class:`AVARNetConfig`; the
+layers from :func:`recipe_head`). The paper's 4 stages x 10 layers x 64 maps (1.1M parameters)
+learn a few dozen clips by heart: at 12 clips per class this head's clip accuracy is 0.87 +- 0.03
+over three seeds against 0.80 +- 0.07 (docs/fusion.md), and it trains 2-3x faster."""
+
+
+def recipe_head(config: "TrainConfig") -> dict:
+    """The head config fields of ``config``: its recipe's, then ``config.head`` over them.
+
+    Under the robust recipe the AVAR-Net head is :data:`COMPACT_MTCN` with as many dilated
+    layers per stage as dilations that reach inside a window (``(seq_len - 1).bit_length()``:
+    4 for the paper's 10 steps); a layer of dilation 16 over 10 steps reads only padding.
+    """
+    if config.recipe != "robust" or config.head_type != "mtcn":
+        return dict(config.head)
+    return {**COMPACT_MTCN, "num_layers": max(1, (config.seq_len - 1).bit_length()), **config.head}
 
 
 @dataclass
@@ -109,7 +126,7 @@ class TrainConfig:
     seed: int = 0
     head: dict = field(default_factory=dict)
     """Overrides of the head config's fields (stages, layers, maps, attention, hidden,
-    stream_fusion, stream_width, modality_dropout...)."""
+    stream_fusion, stream_width, modality_dropout...), over the recipe's (:func:`recipe_head`)."""
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -290,7 +307,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         modality=modality,
         fusion=fusion,
         late_mode=config.late_mode,
-        **config.head,
+        **recipe_head(config),
     )
     head = build_head(config_of_head)
     train_seq = _sequences(train, classes, norm, config.seq_len, stride=config.seq_len)
@@ -339,7 +356,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "val_branch_accuracy": branches,
             "fusion_warning": warning,
             "stream_selection": selection.to_dict() if selection else None,
-            "clip_blend": {"head_weight": config.clip_blend} if blend is not None else None,
+            "clip_blend": None if blend is None else {"head_weight": config.clip_blend, "pooling": list(blend.stats)},
         },
     )
     run.save(out_dir, history=history)
