@@ -9,14 +9,13 @@ logistic regression on the same caches; runs on the smaller clean caches are als
 clips their subset left out (a larger held-out test). With ``--fight-dev DIR`` (default: the shared
 fight-dev clips when present) the same heads and the regression run on real surveillance
 clips with their own sound, on its grouped split, over the same seeds, and the regression is
-cross-validated in folds grouped by source video (its ``sources.csv``). A rerun resumes.
+cross-validated in folds of whole source videos (its ``sources.csv``). A rerun resumes.
 Prints JSON (``--json``) and writes ``OUT/summary.json`` and ``OUT/tables.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -46,18 +45,14 @@ def _features(data_dir: Path, out: Path, seed: int, step: float) -> FeatureSet:
     return FeatureSet.open(out)
 
 
-def grouped_cv(cache: FeatureSet, sources: Path, seed: int = 0) -> dict:
+def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     """What the pooled regression knows across scenes: its accuracy on the labelled clips
-    (train + val) in 5 stratified folds grouped by source video (``sources.csv``: path,source),
-    and on the test split, per pooling and stream choice."""
+    (train + val) in 5 stratified folds of whole recordings (the cache's groups, from the
+    dataset's ``sources.csv``), and on the test split, per pooling and stream choice."""
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 
-    with sources.open(newline="") as f:
-        group_of = {row["path"]: row["source"] for row in csv.DictReader(f)}
-    root = sources.parent.resolve()
     fit, test = cache.split("train") + cache.split("val"), cache.split("test")
-    paths = {c["clip_id"]: Path(c["path"]).resolve().relative_to(root).as_posix() for c in cache.clips}
-    groups = [group_of[paths[c.clip_id]] for c in fit]
+    groups = [c.group for c in fit]
     y = [c.label for c in fit]
     out = {}
     for name, stats in (("mean+max", LEGACY_POOLING), ("mean+max+change", POOLING)):
@@ -168,8 +163,8 @@ def main(argv=None) -> int:
             for h, row in fight_table.items() if h != "logreg"]
         markdown += (f"\n## fight-dev ({fight}, step {args.fight_step} s, grouped split)\n\n"
                      + table_markdown({"fight-dev": {"real": fight_table}}))
-        if (Path(fight) / "sources.csv").is_file():
-            summary["fight_dev_grouped_cv"] = grouped = grouped_cv(cache, Path(fight) / "sources.csv")
+        if all(c.get("group") is not None for c in cache.clips):
+            summary["fight_dev_grouped_cv"] = grouped = grouped_cv(cache)
             markdown += ("\nPooled regression, cross-validated in folds grouped by source video (and on the test "
                          f"split); largest class {grouped['largest_class']:.3f}:\n\n"
                          "| pooling | audio | video | audio + video |\n|---|---|---|---|\n" + "".join(

@@ -310,3 +310,52 @@ def test_held_out_clips_are_the_rest_of_the_full_set_all_in_test(tmp_path):
     assert ids(held) | ids(chosen) == ids(full) and not ids(held) & ids(chosen)
     assert {c["split"] for c in held.clips} == {"test"} and len(held.clips) == len(full.clips) - 4 * len(full.classes)
     assert held_out(full, full, tmp_path / "none") is None
+
+
+def test_datasets_name_recordings_and_the_cache_keeps_them(tmp_path):
+    from avar.datasets.folders import discover
+
+    for name in ("fight/a1.mp4", "fight/a2.mp4", "normal/b1.mp4", "normal/c1.mp4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sources.csv").write_text("path,source\nfight/a1.mp4,cam-a\nfight/a2.mp4,cam-a\nnormal/b1.mp4,cam-b\n")
+    groups = {e.clip_id: e.group for e in discover(tmp_path)}
+    assert groups == {"fight__a1.mp4": "cam-a", "fight__a2.mp4": "cam-a", "normal__b1.mp4": "cam-b",
+                      "normal__c1.mp4": None}
+    (tmp_path / "splits.csv").write_text("path,label,split,group\nfight/a1.mp4,fight,train,x\n"
+                                         "normal/b1.mp4,normal,test,\n")
+    assert {e.clip_id: e.group for e in discover(tmp_path)} == {"fight__a1.mp4": "x", "normal__b1.mp4": "cam-b"}
+    (tmp_path / "sources.csv").write_text("clip,camera\nfight/a1.mp4,a\n")
+    with pytest.raises(ValueError, match="sources.csv: expected header path,source"):
+        discover(tmp_path)
+    (tmp_path / "sources.csv").write_text("path,source\n../x.mp4,a\n")
+    with pytest.raises(ValueError, match=r"sources.csv:2: .*relative to DATA_DIR"):
+        discover(tmp_path)
+    clip = StepFeatures("c", "fight", "train", np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32),
+                        np.arange(2.0), group="cam-a")
+    cache = FeatureSet.create(tmp_path / "cache", [clip], video=EXTRACTORS["video"], audio=EXTRACTORS["audio"])
+    assert FeatureSet.open(cache.root).split("train")[0].group == "cam-a"
+
+
+def test_stream_selection_keeps_a_recording_on_one_side_of_every_fold():
+    # Eight recordings, each of one class (as fight-dev's source videos are); the audio names
+    # the recording, not the class, so it only looks informative when a recording's clips sit
+    # on both sides of a fold. The video names the class.
+    rng = np.random.default_rng(0)
+    signature = rng.standard_normal((8, 6)) * 3
+    clips = []
+    for group in range(8):
+        label = "fight" if group % 2 else "normal"
+        for i in range(6):
+            clips.append(StepFeatures(
+                f"g{group}_{i}", label, "train",
+                video=(rng.standard_normal((4, 5)) + (1.5 if group % 2 else -1.5)).astype(np.float32),
+                audio=(signature[group] + 0.3 * rng.standard_normal((4, 6))).astype(np.float32),
+                times=np.arange(4.0), group=f"rec{group}"))
+    grouped = select_streams(clips)
+    assert grouped.modality == "v" and grouped.cv_accuracy["a"] < 0.75, grouped.reason
+    assert "folds of whole recordings (8)" in grouped.reason
+    for clip in clips:
+        clip.group = None
+    ungrouped = select_streams(clips)
+    assert ungrouped.cv_accuracy["a"] > 0.9  # each recording's other clips are in the training folds

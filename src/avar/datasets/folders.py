@@ -2,6 +2,9 @@
 
 ``DATA_DIR/<class>/<clip>.<ext>``; the split is seeded and stratified per class, unless
 ``DATA_DIR/splits.csv`` (``path,label,split``, paths relative to DATA_DIR) says otherwise.
+Clips cut from one recording (one camera, one scene) look alike, so cross-validation must keep
+them on one side: a ``group`` column in ``splits.csv``, or ``DATA_DIR/sources.csv``
+(``path,source``, as fight-dev ships it), names each clip's group.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import csv
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -30,6 +33,9 @@ class ClipEntry:
     path: Path
     label: str
     split: str
+    group: str | None = None
+    """The recording the clip was cut from, where the dataset says (``splits.csv`` ``group``
+    column or ``sources.csv``); clips of one group stay in one cross-validation fold."""
 
 
 def clip_id_for(relative: Path | str) -> str:
@@ -114,7 +120,7 @@ def scan(
         raise FileNotFoundError(f"{data_dir}: not a directory; expected DATA_DIR/<class>/<clip>.mp4")
     csv_path = Path(splits_csv) if splits_csv else data_dir / "splits.csv"
     if csv_path.is_file():
-        return Listing(_from_csv(data_dir, csv_path), [])
+        return Listing(_with_sources(data_dir, _from_csv(data_dir, csv_path)), [])
 
     skipped: list[dict] = []
     by_class: dict[str, list[Path]] = {}
@@ -144,7 +150,26 @@ def scan(
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             path = files[index]
             entries.append(ClipEntry(clip_id_for(path.relative_to(data_dir)), path, label, split))
-    return Listing(sorted(entries, key=lambda e: e.clip_id), skipped)
+    return Listing(_with_sources(data_dir, sorted(entries, key=lambda e: e.clip_id)), skipped)
+
+
+def _with_sources(data_dir: Path, entries: list[ClipEntry]) -> list[ClipEntry]:
+    """``entries`` with the groups of ``DATA_DIR/sources.csv`` (``path,source``) where the
+    splits file gave none; a clip the file does not list keeps none."""
+    path = data_dir / "sources.csv"
+    if not path.is_file() or all(e.group is not None for e in entries):
+        return entries
+    groups = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "source"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: expected header path,source (each clip's source recording)")
+        for line, row in enumerate(reader, start=2):
+            try:
+                groups[clip_id_for(row["path"] or "")] = row["source"] or None
+            except ValueError as exc:
+                raise ValueError(f"{path}:{line}: {exc}; paths in sources.csv are relative to DATA_DIR") from None
+    return [e if e.group is not None else replace(e, group=groups.get(e.clip_id)) for e in entries]
 
 
 def _listdir(folder: Path, skipped: list[dict]) -> list[Path]:
@@ -189,5 +214,6 @@ def _from_csv(data_dir: Path, csv_path: Path) -> list[ClipEntry]:
             if clip_id in entries:
                 raise ValueError(f"{where}: {row['path']} is listed twice (first on line {entries[clip_id][0]}); "
                                  "keep one row per file")
-            entries[clip_id] = (line, ClipEntry(clip_id, data_dir / row["path"], row["label"], row["split"]))
+            entries[clip_id] = (line, ClipEntry(clip_id, data_dir / row["path"], row["label"], row["split"],
+                                                row.get("group") or None))
     return sorted((entry for _, entry in entries.values()), key=lambda e: e.clip_id)

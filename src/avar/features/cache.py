@@ -58,6 +58,8 @@ class StepFeatures:
     times: np.ndarray
     audio_missing: bool = False
     video_missing: bool = False
+    group: str | None = None
+    """The recording the clip was cut from, where its dataset says (``ClipEntry.group``)."""
 
 
 @dataclass
@@ -160,6 +162,7 @@ def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
         "path": str(entry.path),
         "label": entry.label,
         "split": entry.split,
+        "group": entry.group,
         "n_steps": steps.n_steps,
         "duration": steps.duration,
         "audio_missing": steps.audio_missing,
@@ -286,7 +289,7 @@ def open_cache(entries: list[ClipEntry], out_dir: Path, settings: dict) -> tuple
         path = _clip_file(out_dir, entry.clip_id)
         record = _read_record(path) if path.is_file() else _adopt_legacy(out_dir, entry, path)
         if record is not None:
-            record.update(label=entry.label, split=entry.split)
+            record.update(label=entry.label, split=entry.split, group=entry.group)
             records[entry.clip_id] = record
         else:
             todo.append(entry)
@@ -398,7 +401,7 @@ class FeatureSet:
         records_out = []
         for clip in clips:
             record = {
-                "clip_id": clip.clip_id, "path": "", "label": clip.label, "split": clip.split,
+                "clip_id": clip.clip_id, "path": "", "label": clip.label, "split": clip.split, "group": clip.group,
                 "n_steps": len(clip.times), "duration": float(len(clip.times) * step),
                 "audio_missing": clip.audio_missing, "video_missing": clip.video_missing,
                 **(records or {}).get(clip.clip_id, {}),
@@ -444,6 +447,7 @@ class FeatureSet:
             times=times,
             audio_missing=clip.get("audio_missing", False),
             video_missing=clip.get("video_missing", False),
+            group=clip.get("group"),
         )
 
     def split(self, name: str) -> list[StepFeatures]:

@@ -6,7 +6,8 @@ extractor): it memorises that stream along with the useful one, and the fused mo
 far below the useful stream alone (issue 11: a stream shuffled across clips took the
 AVAR-Net head from 0.58 to 0.37). What a head cannot see on its training data, k-fold
 cross-validation on the labelled clips (train + val) does see, cheaply: a logistic
-regression on each clip's pooled features (:data:`POOLING`), fitted for audio, video and both.
+regression on each clip's pooled features (:data:`POOLING`), fitted for audio, video and both,
+in folds of whole recordings where the dataset names them (``StepFeatures.group``).
 A stream whose own cross-validated accuracy is not clearly above the rate of always guessing
 the largest class (:func:`chance_margin`), and without which the other stream does as well as
 both together, is left out of the head; so is one that makes both together clearly worse than
@@ -99,23 +100,30 @@ class StreamChoice:
 def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
     """Decide from ``clips`` (the labelled train + val clips) whether a head asked for
     audio + video should use both streams or one (see the module docstring)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
 
     labels = np.array([c.label for c in clips])
     _, counts = np.unique(labels, return_counts=True)
     folds = int(min(FOLDS, counts.min())) if len(counts) > 1 else 0
+    # Clips of one recording look alike: where the dataset names recordings, a fold holds whole
+    # ones, or a stream that only recognises the scene would look informative (docs/fusion.md).
+    groups = [c.group for c in clips] if all(c.group is not None for c in clips) else None
+    if groups is not None:
+        folds = min(folds, len(set(groups)))
     if folds < 2:
         return StreamChoice("av", None, None, folds,
                             "kept both streams: fewer than 2 labelled clips in some class, nothing to cross-validate")
     chance = float(counts.max() / counts.sum())
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
     cv = {}
     for modality in ("a", "v", "av"):
         x = np.stack([pooled_clip_features(c, modality) for c in clips])
-        cv[modality] = round(float(cross_val_score(pooled_regression(seed), x, labels, cv=splitter).mean()), 4)
+        cv[modality] = round(float(cross_val_score(pooled_regression(seed), x, labels, groups=groups,
+                                                   cv=splitter).mean()), 4)
     names = {"a": "audio", "v": "video"}
     best, other = ("a", "v") if cv["a"] >= cv["v"] else ("v", "a")
-    figures = (f"cross-validated accuracy of a pooled-feature regression over {len(clips)} labelled clips: "
+    grouped = "" if groups is None else f" in folds of whole recordings ({len(set(groups))})"
+    figures = (f"cross-validated accuracy of a pooled-feature regression over {len(clips)} labelled clips{grouped}: "
                f"audio {cv['a']:.3f}, video {cv['v']:.3f}, both {cv['av']:.3f}, largest class {chance:.3f}")
     if cv[other] < chance + chance_margin(chance, len(clips)) and cv[best] >= cv["av"] - MARGIN:
         return StreamChoice(best, cv, chance, folds, f"{names[best]} alone: the {names[other]} stream carries "
