@@ -31,7 +31,7 @@ from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, pool
                                                    select_streams)
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (
-    VARIANTS, Cell, cache_name, checks, held_out, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
+    VARIANTS, Cell, cache_name, checks, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
     table_markdown, uninformative,
 )
 
@@ -133,17 +133,23 @@ def main(argv=None) -> int:
                     for s in args.seeds for n in args.sizes for m in MODALITY_ORDER
                     if (held := out / "caches" / cache_name(s, n, "heldout")).is_dir()]
     heldout_table = summarise(synthetic, heldout_base, field="heldout_accuracy")
+    # the same fused runs' head without the clip blend: what the per-step scores come from
+    fused = [r for r in results if r["modality"] == "av" and (r["cache"].endswith("-clean") or r["cache"] == "fight-dev")]
+    head_alone = [dict(r, accuracy=head_alone_accuracy(out / "runs" / r["id"], out / "caches" / r["cache"]),
+                       cache=r["cache"] if r["cache"] != "fight-dev" else f"s{r['seed']}-n0-fight") for r in fused]
     # what the default recipe's stream selection decides on each cache (the same call train_head makes)
     selection = {name: select_streams((fs := FeatureSet.open(out / "caches" / name)).split("train") + fs.split("val"),
                                       int(name.split("-")[0][1:])).modality
                  for name in sorted({cache_name(s, n, v) for s in args.seeds for n in args.sizes for v in VARIANTS})}
-    summary = {"synthetic": table, "synthetic_heldout": heldout_table,
+    summary = {"synthetic": table, "synthetic_heldout": heldout_table, "head_alone": summarise(head_alone),
                "checks": checks(table) + checks(heldout_table, "held-out clips"), "failures": failures,
                "stream_selection": selection,
                "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides}}
     markdown = "## Built-in benchmark (test accuracy, mean ± std over seeds)\n\n" + table_markdown(table)
     markdown += ("\n## The same runs on the clips each subset left out (held-out test, mean ± std over seeds)\n\n"
                  + table_markdown(heldout_table))
+    markdown += ("\n## The fused runs' head alone, without the clip blend (mean ± std over seeds; n0 = fight-dev)\n\n"
+                 + table_markdown(summarise(head_alone)))
     markdown += "\n\nStreams the default recipe's selection keeps, per cache: " + ", ".join(
         f"{name} {streams}" for name, streams in selection.items()) + "\n"
     if fight:

@@ -9,7 +9,7 @@ import pytest
 from avar.methods.avarnet.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.heads import config_from_dict, head_config
-from avar.experiments.robustness import (Cell, checks, held_out, plan_cells, pooled_logistic_regression, subsample, summarise,
+from avar.experiments.robustness import (Cell, checks, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression, subsample, summarise,
                                          uninformative)
 from avar.methods.avarnet.train import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.methods.avarnet.run import Run
@@ -248,6 +248,9 @@ def test_clip_blend_averages_head_and_regression_and_travels_with_the_run(tmp_pa
     linear, loaded.blend = loaded.blend, None
     head_only = loaded.clip_probabilities(clip.video, clip.audio)
     np.testing.assert_allclose(blended, 0.5 * head_only + 0.5 * linear.probabilities(clip.video, clip.audio), atol=1e-9)
+    head_labels = [loaded.classes[int(np.argmax(loaded.clip_probabilities(c.video, c.audio)))] for c in cache.split("test")]
+    assert head_alone_accuracy(tmp_path / "run", cache.root) == pytest.approx(
+        np.mean([label == c.label for label, c in zip(head_labels, cache.split("test"))]))
     report = evaluate_run(tmp_path / "run", cache.root, "test")
     assert report.accuracy >= 0.75 and max(report.branch_accuracy["a"], report.branch_accuracy["v"]) <= 0.5  # chance: 0.25
     paper = train_head(cache, tmp_path / "paper", TrainConfig(recipe="paper", epochs=2, head=SMALL_HEAD), progress=False)

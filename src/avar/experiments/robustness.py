@@ -93,6 +93,18 @@ def pooled_logistic_regression(features: FeatureSet, modality: str = "av", seed:
     return float(model.score(np.stack([pooled_clip_features(c, modality) for c in test]), [c.label for c in test]))
 
 
+def head_alone_accuracy(run_dir: Path | str, cache_dir: Path | str) -> float:
+    """Test accuracy of a run's head without its clip blend (what ``--clip-blend 1`` would
+    score with the same weights): the clip prediction the per-step scores come from."""
+    from avar.methods.avarnet.run import Run
+
+    run = Run.load(run_dir)
+    run.blend = None
+    clips = FeatureSet.open(cache_dir).split("test")
+    return float(np.mean([run.classes[int(np.argmax(run.clip_probabilities(c.video, c.audio)))] == c.label
+                          for c in clips]))
+
+
 @dataclass(frozen=True)
 class Cell:
     """One training run: a head on one stream choice of one cache."""
@@ -235,5 +247,6 @@ def table_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FUSED_TARGETS", "STD_TARGET", "VARIANTS", "Cell", "cache_name", "checks", "held_out", "plan_cells",
+__all__ = ["FUSED_TARGETS", "STD_TARGET", "VARIANTS", "Cell", "cache_name", "checks", "head_alone_accuracy", "held_out",
+           "plan_cells",
            "pooled_logistic_regression", "run_cells", "subsample", "summarise", "table_markdown", "uninformative"]
