@@ -27,7 +27,7 @@ from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
-from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, pooled_features, pooled_regression,
+from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, pooled_design, pooled_regression,
                                                    select_streams)
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (
@@ -57,13 +57,12 @@ def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     out = {}
     for name, stats in (("mean+max", LEGACY_POOLING), ("mean+max+change", POOLING)):
         for modality in MODALITY_ORDER:
-            x = np.stack([pooled_features(c.video, c.audio, modality, stats) for c in fit])
+            x, balance = pooled_design(fit, modality, stats)
             folds = StratifiedGroupKFold(5, shuffle=True, random_state=seed)
-            model = pooled_regression(seed)
+            model = pooled_regression(seed, balance)
             cv = float(cross_val_score(model, x, y, groups=groups, cv=folds).mean())
             model.fit(x, y)
-            acc = float(model.score(np.stack([pooled_features(c.video, c.audio, modality, stats) for c in test]),
-                                    [c.label for c in test]))
+            acc = float(model.score(pooled_design(test, modality, stats)[0], [c.label for c in test]))
             out.setdefault(name, {})[modality] = {"grouped_cv": round(cv, 4), "test": round(acc, 4)}
     out["largest_class"] = round(max(y.count(label) for label in set(y)) / len(y), 4)
     return out

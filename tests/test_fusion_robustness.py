@@ -134,6 +134,23 @@ def test_stream_selection_keeps_both_streams_when_each_adds_something(tmp_path):
     assert tiny.modality == "av" and tiny.cv_accuracy is None and "nothing to cross-validate" in tiny.reason
 
 
+def test_both_streams_must_beat_one_alone_by_more_than_cross_validation_noise(tmp_path, monkeypatch):
+    """A stream at chance is left out unless both together beat the other alone by more than
+    two binomial standard errors: a shuffled video stream cross-validated 0.10 above audio
+    alone on 90 clips of the built-in benchmark (noise: two standard errors are 0.105)."""
+    import sklearn.model_selection
+
+    from avar.methods.avarnet.stream_selection import noise_margin
+
+    cache = toy_cache(tmp_path / "cache")  # 4 classes, 68 labelled clips
+    labelled = cache.split("train") + cache.split("val")
+    assert noise_margin(0.544, 90) == pytest.approx(0.105, abs=1e-3) and noise_margin(0.5, 10_000) == 0.05
+    for both, expected in ((0.644, "a"), (0.80, "av")):
+        scores = iter([0.544, 0.089, both])  # audio, video, both
+        monkeypatch.setattr(sklearn.model_selection, "cross_val_score", lambda *a, **k: np.array([next(scores)]))
+        assert select_streams(labelled).modality == expected
+
+
 def test_concatenated_head_reports_no_branches(tmp_path, one_torch_thread):
     cache = toy_cache(tmp_path / "cache", per_class=(6, 2, 2))
     config = TrainConfig(epochs=3, min_steps=0, recipe="paper", head={**SMALL_HEAD, "stream_fusion": "concat"})
@@ -219,17 +236,17 @@ def test_cells_of_a_shared_cache_keep_one_run_per_seed():
 
 def test_pooled_linear_is_the_regression_as_arrays(tmp_path):
     from avar.methods.avarnet.clip_blend import PooledLinear
-    from avar.methods.avarnet.stream_selection import pooled_clip_features, pooled_regression
+    from avar.methods.avarnet.stream_selection import pooled_design, pooled_regression
 
     cache = toy_cache(tmp_path / "cache", per_class=(6, 1, 3))
     fit, test = cache.split("train"), cache.split("test")
     for classes, modality in ((cache.classes, "av"), (["class0", "class1"], "a")):
         used = [c for c in fit if c.label in classes]
-        reference = pooled_regression(0).fit(np.stack([pooled_clip_features(c, modality) for c in used]),
-                                             [c.label for c in used])
+        x, balance = pooled_design(used, modality)
+        reference = pooled_regression(0, balance).fit(x, [c.label for c in used])
         linear = PooledLinear.fit(used, classes + ["never-seen"], modality)
         ours = np.stack([linear.probabilities(c.video, c.audio) for c in test])
-        theirs = reference.predict_proba(np.stack([pooled_clip_features(c, modality) for c in test]))
+        theirs = reference.predict_proba(pooled_design(test, modality)[0])
         np.testing.assert_allclose(ours[:, :len(classes)], theirs, atol=1e-6)
         assert ours[:, -1].max() < 1e-9  # a class without labelled clips
 
@@ -362,3 +379,28 @@ def test_stream_selection_keeps_a_recording_on_one_side_of_every_fold():
         clip.group = None
     ungrouped = select_streams(clips)
     assert ungrouped.cv_accuracy["a"] > 0.9  # each recording's other clips are in the training folds
+
+
+def test_pooled_regression_gives_each_stream_an_equal_share():
+    from avar.methods.avarnet.stream_selection import POOLING, stream_balance
+
+    weights = stream_balance(96, 8, "av")
+    per_stat = weights.reshape(len(POOLING), -1)
+    np.testing.assert_allclose(per_stat, per_stat[:1].repeat(len(POOLING), 0))  # the same for every statistic
+    video, audio = per_stat[0, :96], per_stat[0, 96:]
+    np.testing.assert_allclose([(video ** 2).sum(), (audio ** 2).sum()], [52, 52])  # half of 96 + 8 each
+    np.testing.assert_array_equal(stream_balance(96, 8, "v"), np.ones(96 * len(POOLING)))
+
+
+def test_balanced_regression_hears_the_narrow_stream_through_the_wide_noise(tmp_path):
+    # Audio (8 dims) names the class, video (96 dims) is noise: unweighted, the standardised
+    # noise takes most of the L2 budget; balanced, the audio keeps half of it.
+    from avar.methods.avarnet.stream_selection import pooled_design, pooled_regression
+
+    cache = toy_cache(tmp_path / "cache", per_class=(4, 0, 20), steps=3, seed=1)
+    fit, test = cache.split("train"), cache.split("test")
+    x, balance = pooled_design(fit, "av")
+    y, x_test, y_test = [c.label for c in fit], pooled_design(test, "av")[0], [c.label for c in test]
+    balanced = pooled_regression(0, balance).fit(x, y).score(x_test, y_test)
+    plain = pooled_regression(0).fit(x, y).score(x_test, y_test)
+    assert balanced >= plain + 0.1
