@@ -134,18 +134,14 @@ def test_stream_selection_keeps_both_streams_when_each_adds_something(tmp_path):
     assert tiny.modality == "av" and tiny.cv_accuracy is None and "nothing to cross-validate" in tiny.reason
 
 
-def test_both_streams_must_beat_one_alone_by_more_than_cross_validation_noise(tmp_path, monkeypatch):
-    """A stream at chance is left out unless both together beat the other alone by more than
-    two binomial standard errors: a shuffled video stream cross-validated 0.10 above audio
-    alone on 90 clips of the built-in benchmark (noise: two standard errors are 0.105)."""
+def test_a_stream_at_chance_is_kept_only_when_both_clearly_beat_the_other_alone(tmp_path, monkeypatch):
+    """The rule on the cross-validated figures: video at chance is left out unless the
+    regression on both beats audio alone by more than MARGIN (0.05)."""
     import sklearn.model_selection
-
-    from avar.methods.avarnet.stream_selection import noise_margin
 
     cache = toy_cache(tmp_path / "cache")  # 4 classes, 68 labelled clips
     labelled = cache.split("train") + cache.split("val")
-    assert noise_margin(0.544, 90) == pytest.approx(0.105, abs=1e-3) and noise_margin(0.5, 10_000) == 0.05
-    for both, expected in ((0.644, "a"), (0.80, "av")):
+    for both, expected in ((0.58, "a"), (0.644, "av")):
         scores = iter([0.544, 0.089, both])  # audio, video, both
         monkeypatch.setattr(sklearn.model_selection, "cross_val_score", lambda *a, **k: np.array([next(scores)]))
         assert select_streams(labelled).modality == expected
