@@ -21,18 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
-from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, pooled_design, pooled_regression,
-                                                   select_streams)
+from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, cross_validated, pooled_design,
+                                                   pooled_regression, select_streams)
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (
-    VARIANTS, Cell, cache_name, checks, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression, run_cells, subsample, summarise,
-    table_markdown, uninformative,
+    VARIANTS, Cell, cache_name, checks, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression,
+    run_cells, subsample, summarise, table_markdown, uninformative,
 )
 
 FIGHT_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "fight-dev"
@@ -47,23 +45,19 @@ def _features(data_dir: Path, out: Path, seed: int, step: float) -> FeatureSet:
 
 def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     """What the pooled regression knows across scenes: its accuracy on the labelled clips
-    (train + val) in 5 stratified folds of whole recordings (the cache's groups, from the
-    dataset's ``sources.csv``), and on the test split, per pooling and stream choice."""
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
-
+    (train + val) cross-validated as the stream selection does it (in folds of whole recordings:
+    the cache's groups, from the dataset's ``sources.csv``), and on the test split, per pooling
+    and stream choice."""
     fit, test = cache.split("train") + cache.split("val"), cache.split("test")
-    groups = [c.group for c in fit]
     y = [c.label for c in fit]
     out = {}
     for name, stats in (("mean+max", LEGACY_POOLING), ("mean+max+change", POOLING)):
+        cv, _ = cross_validated(fit, MODALITY_ORDER, seed, stats)
         for modality in MODALITY_ORDER:
             x, balance = pooled_design(fit, modality, stats)
-            folds = StratifiedGroupKFold(5, shuffle=True, random_state=seed)
-            model = pooled_regression(seed, balance)
-            cv = float(cross_val_score(model, x, y, groups=groups, cv=folds).mean())
-            model.fit(x, y)
+            model = pooled_regression(seed, balance).fit(x, y)
             acc = float(model.score(pooled_design(test, modality, stats)[0], [c.label for c in test]))
-            out.setdefault(name, {})[modality] = {"grouped_cv": round(cv, 4), "test": round(acc, 4)}
+            out.setdefault(name, {})[modality] = {"grouped_cv": cv[modality], "test": round(acc, 4)}
     out["largest_class"] = round(max(y.count(label) for label in set(y)) / len(y), 4)
     return out
 

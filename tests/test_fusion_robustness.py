@@ -9,8 +9,8 @@ import pytest
 from avar.methods.avarnet.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.heads import config_from_dict, head_config
-from avar.experiments.robustness import (Cell, checks, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression, subsample, summarise,
-                                         uninformative)
+from avar.experiments.robustness import (Cell, checks, head_alone_accuracy, held_out, plan_cells,
+                                         pooled_logistic_regression, subsample, summarise, uninformative)
 from avar.methods.avarnet.train import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.methods.avarnet.run import Run
 from avar.methods.avarnet.stream_selection import select_streams

@@ -248,5 +248,5 @@ def table_markdown(table: dict) -> str:
 
 
 __all__ = ["FUSED_TARGETS", "STD_TARGET", "VARIANTS", "Cell", "cache_name", "checks", "head_alone_accuracy", "held_out",
-           "plan_cells",
-           "pooled_logistic_regression", "run_cells", "subsample", "summarise", "table_markdown", "uninformative"]
+           "plan_cells", "pooled_logistic_regression", "run_cells", "subsample", "summarise", "table_markdown",
+           "uninformative"]

@@ -124,9 +124,17 @@ class StreamChoice:
         return asdict(self)
 
 
-def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
-    """Decide from ``clips`` (the labelled train + val clips) whether a head asked for
-    audio + video should use both streams or one (see the module docstring)."""
+def _groups(clips: list[StepFeatures]) -> list[str] | None:
+    """Each clip's recording, or None unless every clip names one."""
+    return [c.group for c in clips] if all(c.group is not None for c in clips) else None
+
+
+def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed: int = 0,
+                    stats=POOLING) -> tuple[dict[str, float] | None, int]:
+    """Cross-validated accuracy (4 decimals) of the pooled regression on ``clips`` for each of
+    ``modalities``, and the number of folds: stratified, up to :data:`FOLDS`, and of whole
+    recordings where every clip names one (``StepFeatures.group``). ``None`` when some class has
+    fewer than 2 clips (nothing to cross-validate)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
 
     labels = np.array([c.label for c in clips])
@@ -134,19 +142,30 @@ def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
     folds = int(min(FOLDS, counts.min())) if len(counts) > 1 else 0
     # Clips of one recording look alike: where the dataset names recordings, a fold holds whole
     # ones, or a stream that only recognises the scene would look informative (docs/fusion.md).
-    groups = [c.group for c in clips] if all(c.group is not None for c in clips) else None
+    groups = _groups(clips)
     if groups is not None:
         folds = min(folds, len(set(groups)))
     if folds < 2:
-        return StreamChoice("av", None, None, folds,
-                            "kept both streams: fewer than 2 labelled clips in some class, nothing to cross-validate")
-    chance = float(counts.max() / counts.sum())
+        return None, folds
     splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
     cv = {}
-    for modality in ("a", "v", "av"):
-        x, balance = pooled_design(clips, modality)
+    for modality in modalities:
+        x, balance = pooled_design(clips, modality, stats)
         cv[modality] = round(float(cross_val_score(pooled_regression(seed, balance), x, labels, groups=groups,
                                                    cv=splitter).mean()), 4)
+    return cv, folds
+
+
+def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
+    """Decide from ``clips`` (the labelled train + val clips) whether a head asked for
+    audio + video should use both streams or one (see the module docstring)."""
+    cv, folds = cross_validated(clips, seed=seed)
+    if cv is None:
+        return StreamChoice("av", None, None, folds,
+                            "kept both streams: fewer than 2 labelled clips in some class, nothing to cross-validate")
+    _, counts = np.unique([c.label for c in clips], return_counts=True)
+    chance = float(counts.max() / counts.sum())
+    groups = _groups(clips)
     names = {"a": "audio", "v": "video"}
     best, other = ("a", "v") if cv["a"] >= cv["v"] else ("v", "a")
     grouped = "" if groups is None else f" in folds of whole recordings ({len(set(groups))})"
@@ -161,5 +180,5 @@ def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
     return StreamChoice("av", cv, chance, folds, f"both streams ({figures})")
 
 
-__all__ = ["FOLDS", "LEGACY_POOLING", "MARGIN", "POOLING", "StreamChoice", "chance_margin", "pooled_design",
+__all__ = ["FOLDS", "LEGACY_POOLING", "MARGIN", "POOLING", "StreamChoice", "chance_margin", "cross_validated", "pooled_design",
            "pooled_features", "pooled_regression", "select_streams", "stream_balance"]
