@@ -9,7 +9,7 @@ import pytest
 from avar.methods.avarnet.evaluate import evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.heads import config_from_dict, head_config
-from avar.experiments.robustness import (Cell, checks, head_alone_accuracy, held_out, plan_cells,
+from avar.experiments.robustness import (Cell, checks, fold_caches, head_alone_accuracy, held_out, plan_cells,
                                          pooled_logistic_regression, subsample, summarise, uninformative)
 from avar.methods.avarnet.train import RECIPES, TrainConfig, fusion_warning, train_head
 from avar.methods.avarnet.run import Run
@@ -400,3 +400,28 @@ def test_balanced_regression_hears_the_narrow_stream_through_the_wide_noise(tmp_
     balanced = pooled_regression(0, balance).fit(x, y).score(x_test, y_test)
     plain = pooled_regression(0).fit(x, y).score(x_test, y_test)
     assert balanced >= plain + 0.1
+
+
+def test_fold_caches_score_every_labelled_clip_once_by_runs_that_never_saw_its_recording(tmp_path):
+    rng = np.random.default_rng(1)
+    clips = [StepFeatures(f"g{g}_{i}_{split}", "fight" if g % 2 else "normal", split,
+                          rng.standard_normal((3, 96)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32),
+                          np.arange(3.0), group=f"rec{g}")
+             for g in range(10) for i, split in enumerate(("train", "train", "val", "test"))]
+    cache = FeatureSet.create(tmp_path / "real", clips, video=EXTRACTORS["video"], audio=EXTRACTORS["audio"])
+    names = fold_caches(cache, tmp_path, "real")
+    assert names == [f"real-fold{k}" for k in range(5)]
+    held = []
+    for name in names:
+        fold = FeatureSet.open(tmp_path / name)
+        test = fold.split("test")
+        seen = {c.group for c in fold.split("train") + fold.split("val")}
+        assert test and not seen & {c.group for c in test}  # whole recordings held out
+        assert {c.label for c in test} == {"fight", "normal"}  # stratified
+        held += [c.clip_id for c in test]
+    labelled = sorted(c.clip_id for c in clips if c.split != "test")
+    assert sorted(held) == labelled  # each labelled clip once; the original test clips in none
+    # the labelled clips' own split is kept where they are not held out
+    fold0 = {c.clip_id: c.split for c in (FeatureSet.open(tmp_path / names[0]).split("val"))}
+    assert all(cid.endswith("_val") for cid in fold0)
+    assert fold_caches(cache, tmp_path, "real") == names  # a rerun keeps the caches it finds

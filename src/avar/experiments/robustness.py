@@ -23,7 +23,7 @@ import numpy as np
 
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_LABELS, MODALITY_ORDER, RESULT_FILE, finished, run_parallel
 from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
-from avar.methods.avarnet.stream_selection import pooled_design, pooled_regression
+from avar.methods.avarnet.stream_selection import cv_splits, pooled_design, pooled_regression
 
 VARIANTS = ("clean", "video-shuffled", "audio-shuffled")
 """'clean': the features as extracted; '<stream>-shuffled': that stream's features moved to
@@ -59,6 +59,28 @@ def held_out(features: FeatureSet, chosen: FeatureSet, out_dir: Path | str) -> F
     for clip in rest:
         clip.split = "test"
     return _write(features, out_dir, rest) if rest else None
+
+
+def fold_caches(features: FeatureSet, out_dir: Path | str, name: str, seed: int = 0) -> list[str]:
+    """Caches that cross-validate whole runs on the labelled clips (train + val) of ``features``,
+    in the folds the stream selection uses (:func:`~avar.methods.avarnet.stream_selection.cv_splits`:
+    whole recordings where the dataset names them): in cache ``k`` the clips of fold ``k`` are
+    the test split, the others keep their train / val split, and the original test clips are
+    left out. Returns the cache names (``<name>-fold<k>`` under ``out_dir``; existing ones are
+    kept). A test split of a few dozen real clips cannot tell a run from a regression one clip
+    apart; every labelled clip scored once, by runs that never saw its recording, can better."""
+    labelled = [c for c in features.clips if c["split"] != "test"]
+    splits = cv_splits([features.load(c) for c in labelled], seed)
+    names = []
+    for k, (_, held) in enumerate(splits):
+        names.append(f"{name}-fold{k}")
+        path = Path(out_dir) / names[-1]
+        if not (path / "manifest.json").is_file():
+            clips = [features.load(c) for c in labelled]
+            for i in held:
+                clips[i].split = "test"
+            _write(features, path, clips)
+    return names
 
 
 def uninformative(features: FeatureSet, out_dir: Path | str, stream: str, seed: int) -> FeatureSet:
@@ -247,6 +269,6 @@ def table_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FUSED_TARGETS", "STD_TARGET", "VARIANTS", "Cell", "cache_name", "checks", "head_alone_accuracy", "held_out",
-           "plan_cells", "pooled_logistic_regression", "run_cells", "subsample", "summarise", "table_markdown",
+__all__ = ["FUSED_TARGETS", "STD_TARGET", "VARIANTS", "Cell", "cache_name", "checks", "fold_caches", "head_alone_accuracy",
+           "held_out", "plan_cells", "pooled_logistic_regression", "run_cells", "subsample", "summarise", "table_markdown",
            "uninformative"]

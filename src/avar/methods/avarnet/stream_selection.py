@@ -129,13 +129,12 @@ def _groups(clips: list[StepFeatures]) -> list[str] | None:
     return [c.group for c in clips] if all(c.group is not None for c in clips) else None
 
 
-def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed: int = 0,
-                    stats=POOLING) -> tuple[dict[str, float] | None, int]:
-    """Cross-validated accuracy (4 decimals) of the pooled regression on ``clips`` for each of
-    ``modalities``, and the number of folds: stratified, up to :data:`FOLDS`, and of whole
-    recordings where every clip names one (``StepFeatures.group``). ``None`` when some class has
-    fewer than 2 clips (nothing to cross-validate)."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
+def cv_splits(clips: list[StepFeatures], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The cross-validation folds of ``clips`` as (fit, held-out) index arrays: stratified, up to
+    :data:`FOLDS`, and of whole recordings where every clip names one (``StepFeatures.group``).
+    Empty when some class has fewer than 2 clips or there are fewer than 2 recordings (nothing
+    to cross-validate)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     labels = np.array([c.label for c in clips])
     _, counts = np.unique(labels, return_counts=True)
@@ -146,14 +145,27 @@ def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed
     if groups is not None:
         folds = min(folds, len(set(groups)))
     if folds < 2:
-        return None, folds
+        return []
     splitter = (StratifiedKFold if groups is None else StratifiedGroupKFold)(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(clips)), labels, groups))
+
+
+def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed: int = 0,
+                    stats=POOLING) -> tuple[dict[str, float] | None, int]:
+    """Cross-validated accuracy (4 decimals) of the pooled regression on ``clips`` for each of
+    ``modalities`` over the folds of :func:`cv_splits`, and the number of folds; ``None`` when
+    there is nothing to cross-validate."""
+    from sklearn.model_selection import cross_val_score
+
+    splits = cv_splits(clips, seed)
+    if not splits:
+        return None, len(splits)
+    labels = np.array([c.label for c in clips])
     cv = {}
     for modality in modalities:
         x, balance = pooled_design(clips, modality, stats)
-        cv[modality] = round(float(cross_val_score(pooled_regression(seed, balance), x, labels, groups=groups,
-                                                   cv=splitter).mean()), 4)
-    return cv, folds
+        cv[modality] = round(float(cross_val_score(pooled_regression(seed, balance), x, labels, cv=splits).mean()), 4)
+    return cv, len(splits)
 
 
 def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
@@ -180,5 +192,5 @@ def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
     return StreamChoice("av", cv, chance, folds, f"both streams ({figures})")
 
 
-__all__ = ["FOLDS", "LEGACY_POOLING", "MARGIN", "POOLING", "StreamChoice", "chance_margin", "cross_validated", "pooled_design",
+__all__ = ["FOLDS", "LEGACY_POOLING", "MARGIN", "POOLING", "StreamChoice", "chance_margin", "cross_validated", "cv_splits", "pooled_design",
            "pooled_features", "pooled_regression", "select_streams", "stream_balance"]
