@@ -73,7 +73,10 @@ def out_of_fold(out: Path, folds: list[str], results: list[dict], seeds) -> dict
     stream choice (mean ± std over seeds), for the fused runs' head alone (``<head> alone``) and
     for the pooled regression."""
     sizes = {f: _test_clips(out, f) for f in folds}
-    pooled = lambda by_fold: sum(sizes[f] * a for f, a in by_fold.items()) / sum(sizes.values())
+
+    def pooled(by_fold: dict) -> float:  # each fold weighted by its clips: every clip counts once
+        return sum(sizes[f] * accuracy for f, accuracy in by_fold.items()) / sum(sizes.values())
+
     rows: list[dict] = []
     for r in results:
         if r["cache"] in sizes:

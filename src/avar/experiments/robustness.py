@@ -16,7 +16,7 @@ Cells are run directories with a ``result.json``, so a rerun resumes (like ``ava
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,17 +69,14 @@ def fold_caches(features: FeatureSet, out_dir: Path | str, name: str, seed: int 
     left out. Returns the cache names (``<name>-fold<k>`` under ``out_dir``; existing ones are
     kept). A test split of a few dozen real clips cannot tell a run from a regression one clip
     apart; every labelled clip scored once, by runs that never saw its recording, can better."""
-    labelled = [c for c in features.clips if c["split"] != "test"]
-    splits = cv_splits([features.load(c) for c in labelled], seed)
+    clips = [features.load(c) for c in features.clips if c["split"] != "test"]
     names = []
-    for k, (_, held) in enumerate(splits):
+    for k, (_, held) in enumerate(cv_splits(clips, seed)):
         names.append(f"{name}-fold{k}")
         path = Path(out_dir) / names[-1]
         if not (path / "manifest.json").is_file():
-            clips = [features.load(c) for c in labelled]
-            for i in held:
-                clips[i].split = "test"
-            _write(features, path, clips)
+            held = set(held)
+            _write(features, path, [replace(c, split="test") if i in held else c for i, c in enumerate(clips)])
     return names
 
 

@@ -159,7 +159,7 @@ def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed
 
     splits = cv_splits(clips, seed)
     if not splits:
-        return None, len(splits)
+        return None, 0
     labels = np.array([c.label for c in clips])
     cv = {}
     for modality in modalities:
