@@ -27,8 +27,7 @@ from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
-from avar.methods.avarnet.stream_selection import (LEGACY_POOLING, POOLING, cross_validated, pooled_design,
-                                                   pooled_regression, select_streams)
+from avar.methods.avarnet.stream_selection import LEGACY_POOLING, POOLING, cross_validated, select_streams
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (
     VARIANTS, Cell, cache_name, checks, fold_caches, head_alone_accuracy, held_out, plan_cells, pooled_logistic_regression,
@@ -50,15 +49,13 @@ def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     (train + val) cross-validated as the stream selection does it (in folds of whole recordings:
     the cache's groups, from the dataset's ``sources.csv``), and on the test split, per pooling
     and stream choice."""
-    fit, test = cache.split("train") + cache.split("val"), cache.split("test")
+    fit = cache.split("train") + cache.split("val")
     y = [c.label for c in fit]
     out = {}
     for name, stats in (("mean+max", LEGACY_POOLING), ("mean+max+change", POOLING)):
         cv, _ = cross_validated(fit, MODALITY_ORDER, seed, stats)
         for modality in MODALITY_ORDER:
-            x, balance = pooled_design(fit, modality, stats)
-            model = pooled_regression(seed, balance).fit(x, y)
-            acc = float(model.score(pooled_design(test, modality, stats)[0], [c.label for c in test]))
+            acc = pooled_logistic_regression(cache, modality, seed, stats=stats)
             out.setdefault(name, {})[modality] = {"grouped_cv": cv[modality], "test": round(acc, 4)}
     out["largest_class"] = round(max(y.count(label) for label in set(y)) / len(y), 4)
     return out
@@ -68,7 +65,7 @@ def _test_clips(out: Path, cache: str) -> int:
     return sum(c["split"] == "test" for c in FeatureSet.open(out / "caches" / cache).clips)
 
 
-def out_of_fold(out: Path, folds: list[str], results: list[dict], seeds) -> dict:
+def out_of_fold(out: Path, folds: list[str], results: list[dict]) -> dict:
     """Accuracy over every held-out clip of the fold caches (:func:`fold_caches`), per head and
     stream choice (mean ± std over seeds), for the fused runs' head alone (``<head> alone``) and
     for the pooled regression."""
@@ -89,7 +86,7 @@ def out_of_fold(out: Path, folds: list[str], results: list[dict], seeds) -> dict
         by_cell.setdefault((r["head"], r["modality"], r["seed"]), {})[r["cache"]] = r["accuracy"]
     runs = [{"cache": f"s{seed}-n0-cv", "head": head, "modality": modality, "accuracy": pooled(by_fold)}
             for (head, modality, seed), by_fold in by_cell.items() if len(by_fold) == len(folds)]
-    base = [{"cache": f"s{seeds[0]}-n0-cv", "modality": m,
+    base = [{"cache": "s0-n0-cv", "modality": m,
              "accuracy": pooled({f: pooled_logistic_regression(FeatureSet.open(out / "caches" / f), m) for f in folds})}
             for m in MODALITY_ORDER]
     return summarise(runs, base)["0"]["cv"]
@@ -205,7 +202,7 @@ def main(argv=None) -> int:
         markdown += (f"\n## fight-dev ({fight}, step {args.fight_step} s, grouped split)\n\n"
                      + table_markdown({"fight-dev": {"real": fight_table}}))
         if folds:
-            summary["fight_dev_cv"] = cv_table = out_of_fold(out, folds, results, args.seeds)
+            summary["fight_dev_cv"] = cv_table = out_of_fold(out, folds, results)
             summary["fight_dev_checks"] += fight_checks(cv_table, "grouped cross-validation")
             clips = sum(_test_clips(out, f) for f in folds)
             markdown += (f"\nThe same, cross-validated: the labelled clips (train + val) in {len(folds)} folds of whole "

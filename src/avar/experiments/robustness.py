@@ -23,7 +23,7 @@ import numpy as np
 
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_LABELS, MODALITY_ORDER, RESULT_FILE, finished, run_parallel
 from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
-from avar.methods.avarnet.stream_selection import cv_splits, pooled_design, pooled_regression
+from avar.methods.avarnet.stream_selection import POOLING, cv_splits, pooled_design, pooled_regression
 
 VARIANTS = ("clean", "video-shuffled", "audio-shuffled")
 """'clean': the features as extracted; '<stream>-shuffled': that stream's features moved to
@@ -101,15 +101,15 @@ def _write(features: FeatureSet, out_dir: Path | str, clips: list[StepFeatures])
 
 
 def pooled_logistic_regression(features: FeatureSet, modality: str = "av", seed: int = 0,
-                               test_on: FeatureSet | None = None) -> float:
-    """Test accuracy of a logistic regression on each clip's pooled, standardised features, the
+                               test_on: FeatureSet | None = None, stats=POOLING) -> float:
+    """Test accuracy of a logistic regression on each clip's pooled (``stats``), standardised features, the
     streams balanced (:func:`~avar.methods.avarnet.stream_selection.pooled_design`), fitted on train + val:
     the simple baseline a head must beat. ``test_on``: score another cache's test split."""
     fit = features.split("train") + features.split("val")
     test = (test_on or features).split("test")
-    x, balance = pooled_design(fit, modality)
+    x, balance = pooled_design(fit, modality, stats)
     model = pooled_regression(seed, balance).fit(x, [c.label for c in fit])
-    return float(model.score(pooled_design(test, modality)[0], [c.label for c in test]))
+    return float(model.score(pooled_design(test, modality, stats)[0], [c.label for c in test]))
 
 
 def head_alone_accuracy(run_dir: Path | str, cache_dir: Path | str) -> float:
