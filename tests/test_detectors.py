@@ -28,10 +28,12 @@ def runs(tmp_path_factory):
     head = {"num_stages": 1, "num_layers": 2, "num_f_maps": 8, "attention": False}
     train_head(features, root / "avarnet", TrainConfig(epochs=3, min_steps=0, seq_len=SEQ_LEN, head=head,
                                                        select_streams=False), progress=False)
+    train_head(features, root / "motion", TrainConfig(epochs=3, min_steps=0, seq_len=SEQ_LEN, head=head, video_motion=3,
+                                                      select_streams=False), progress=False)
     train_weak(features, root / "avaca", WeakTrainConfig(epochs=3, batch_size=4, window=SEQ_LEN,
                                                          model={"hidden": 16, "num_heads": 2, "ffn_dim": 16}),
                progress=False)
-    return {"avarnet": root / "avarnet", "avaca": root / "avaca"}
+    return {"avarnet": root / "avarnet", "avaca": root / "avaca", "motion": root / "motion"}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +52,15 @@ def test_one_padding_and_one_centred_window():
     assert [centred_start(t, 3, 4) for t in range(3)] == [0, 0, 0]
 
 
-@pytest.mark.parametrize("method", ["avarnet", "avaca"])
+@pytest.mark.parametrize("method", ["avarnet", "avaca", "motion"])
 def test_watch_equals_predict_on_a_file_longer_than_the_window(runs, long_media, method):
+    # "motion": a supervised run reading the video as motion over 3 steps; watched in batches of
+    # 3 steps, each batch's first steps read the raw steps of the batch before
     run = load_run(runs[method])
-    assert run.method == method and run.seq_len == SEQ_LEN and run_method(runs[method]) == method
+    assert run.method == method.replace("motion", "avarnet") and run.seq_len == SEQ_LEN
+    assert run_method(runs[method]) == run.method and run.context_steps == (2 if method == "motion" else 0)
     predicted = Predictor(runs[method]).predict(long_media)
-    watched = list(Watcher(runs[method]).watch(long_media))
+    watched = list(Watcher(runs[method], batch=3).watch(long_media))
     assert len(watched) == len(predicted.steps) == 14
     for w, p in zip(watched, predicted.steps):
         assert (w.time, w.end, w.predicted) == (p.time, p.end, p.predicted)

@@ -425,3 +425,53 @@ def test_fold_caches_score_every_labelled_clip_once_by_runs_that_never_saw_its_r
     fold0 = {c.clip_id: c.split for c in (FeatureSet.open(tmp_path / names[0]).split("val"))}
     assert all(cid.endswith("_val") for cid in fold0)
     assert fold_caches(cache, tmp_path, "real") == names  # a rerun keeps the caches it finds
+
+
+
+def test_video_motion_is_the_trailing_mean_and_mean_change_of_the_steps_before():
+    from avar.features.pooling import motion_steps
+
+    x = np.random.default_rng(0).standard_normal((7, 3))
+    y = motion_steps(x, 3)
+    for t in range(7):
+        w = x[max(0, t - 2) : t + 1]  # the last 3 steps, fewer at the start
+        change = np.abs(np.diff(w, axis=0)).mean(0) if t else np.zeros(3)
+        np.testing.assert_allclose(y[t], np.hstack([w.mean(0), change]), atol=1e-5)
+    later = x.copy()
+    later[4:] = 0  # later steps leave the earlier ones as they were
+    np.testing.assert_allclose(motion_steps(later, 3)[:4], y[:4], atol=1e-6)
+    assert motion_steps(x[:0], 3).shape == (0, 6)
+    for bad in (1, -2, True, 2.5):
+        with pytest.raises(ValueError, match="video-motion"):
+            TrainConfig(video_motion=bad)
+
+
+def test_video_motion_lets_a_head_tell_moving_clips_from_still_ones(tmp_path, one_torch_thread):
+    # Every clip shows its own random scene; in "moving" clips it changes from step to step, in
+    # "still" ones it holds. What a clip looks like says nothing; how it moves says everything.
+    rng = np.random.default_rng(0)
+    clips = []
+    for label in ("still", "moving"):
+        for split, count in (("train", 12), ("val", 3), ("test", 6)):
+            for i in range(count):
+                scene = rng.standard_normal(96)
+                drift = rng.standard_normal((8, 96)) * (2.0 if label == "moving" else 0.0)
+                clips.append(StepFeatures(clip_id=f"{label}_{split}_{i}", label=label, split=split,
+                                          video=(scene + drift).astype(np.float32),
+                                          audio=rng.standard_normal((8, 8)).astype(np.float32),
+                                          times=np.arange(8, dtype=np.float32)))
+    cache = FeatureSet.create(tmp_path / "cache", clips, video=EXTRACTORS["video"], audio=EXTRACTORS["audio"])
+    for motion in (0, 3):  # the head alone (no clip blend, whose pooled change would see the motion too)
+        config = TrainConfig(modality="v", epochs=3, min_steps=200, clip_blend=1, head=SMALL_HEAD, video_motion=motion)
+        train_head(cache, tmp_path / f"run{motion}", config, progress=False)
+    assert evaluate_run(tmp_path / "run0", cache.root, "test").accuracy <= 0.75  # chance: 0.5
+    assert evaluate_run(tmp_path / "run3", cache.root, "test").accuracy >= 0.9
+    run = Run.load(tmp_path / "run3")
+    assert run.video_motion == 3 and run.config.video_dim == 2 * 96 and Run.load(tmp_path / "run0").video_motion == 0
+    clip = cache.split("test")[0]
+    assert run.step_probabilities(clip.video, clip.audio).shape == (8, 2)  # raw 96-d features in, as extracted
+    config = json.loads((tmp_path / "run3" / "config.json").read_text())
+    config["video_motion"] = 1
+    (tmp_path / "run3" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json.*video-motion"):
+        Run.load(tmp_path / "run3")

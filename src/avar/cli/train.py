@@ -21,7 +21,7 @@ def cmd_train(args) -> int:
              "modality_dropout": args.modality_dropout}
     given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "head_type": args.head,
              "modality": args.modality, "fusion": args.fusion, "late_mode": args.late_mode, "seq_len": args.seq_len,
-             "seed": args.seed, "recipe": args.recipe}
+             "seed": args.seed, "recipe": args.recipe, "video_motion": args.video_motion}
     config = TrainConfig(select_streams=False if args.no_stream_selection else None,
                          clip_blend=args.clip_blend,
                          head={k: v for k, v in flags.items() if v is not None},
@@ -168,6 +168,9 @@ def add_commands(command) -> None:
     p.add_argument("--stream-width", type=int, help=f"projected: channels per stream (default {tcn.stream_width})")
     p.add_argument("--modality-dropout", type=float, help="projected: share of training windows that see one stream "
                    f"only (default {tcn.modality_dropout})")
+    p.add_argument("--video-motion", type=int, metavar="K", help="avarnet: read the video stream as motion over the "
+                   "last K steps (the mean of their features and their mean absolute change; 0 = off, the default): "
+                   "for short clips extracted at fine steps, e.g. --step 0.125 with K = 4 (docs/fusion.md)")
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"avarnet: robust (default {sup.recipe}; AdamW, "
                    "label smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper "
                    "(Adam 1e-2, plateau schedule, best validation accuracy)")

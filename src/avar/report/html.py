@@ -378,7 +378,7 @@ def fused_clip_features(run: Run, clips: list[StepFeatures]) -> np.ndarray:
     """``[N, dv + da]``: each clip's run-normalised ``[video, audio]`` steps, averaged over time."""
     rows = []
     for clip in clips:
-        video, audio = run.norm.apply(clip.video, clip.audio)
+        video, audio = run.normalise(clip.video, clip.audio)
         rows.append(np.concatenate([video, audio], axis=1).mean(axis=0))
     return np.stack(rows)
 

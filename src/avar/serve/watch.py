@@ -661,12 +661,20 @@ class _Window:
         self.ready: list[float] = []  # perf_counter() when each step's media was complete
         self.first = 0  # global index of self.video[0]; older features are dropped
         self.next = 0  # next step to emit
+        self.context: tuple[np.ndarray, np.ndarray] | None = None  # the last raw steps, for the next batch
 
     def push(self, group: list[tuple[StepMedia, float]], video: np.ndarray,
              audio: np.ndarray) -> list[tuple[int, int, int]]:
         """Add a batch of steps (media, time complete) with their backbone features; return the
         windows ``(step, start, stop)`` of the records now decidable (see ``score``)."""
+        context = self.run.context_steps  # raw steps before a step that its input reads (a run reading motion)
+        seen = 0 if self.context is None else len(self.context[0])
+        if seen:
+            video, audio = np.concatenate([self.context[0], video]), np.concatenate([self.context[1], audio])
         v, a = self.run.normalise(video, audio)
+        v, a = v[seen:], a[seen:]
+        if context:
+            self.context = (video[-context:], audio[-context:])
         self.video.extend(v)
         self.audio.extend(a)
         self.spans.extend((m.time, m.end) for m, _ in group)

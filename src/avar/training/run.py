@@ -339,6 +339,10 @@ class FeatureRun:
     """Windows scored at once by :meth:`step_probabilities` (bounds its memory on long clips)."""
     root: Path | None = None
     """The run directory it was loaded from (``None`` for a run built in memory)."""
+    context_steps = 0
+    """Raw steps before a step that :meth:`normalise` reads to give that step's input (a run that
+    reads the video as motion over K steps: K - 1). A stream scored as it arrives
+    (``avar watch``) passes them along with each batch, so its steps match a whole file's."""
 
     def window_probabilities(self, video: np.ndarray, audio: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Class probabilities ``[N, L, C]`` of every step of ``N`` windows of normalised

@@ -3,12 +3,14 @@ feature normalisation, saved as a run directory (layout in ``avar.training.run``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from avar.features.cache import StepFeatures
+from avar.features.pooling import motion_steps
 from avar.methods.avarnet.clip_blend import PooledLinear
 from avar.methods.avarnet.stream_selection import LEGACY_POOLING
 from avar.methods.heads import HeadConfig, build_head, config_from_dict, head_type
@@ -16,6 +18,21 @@ from avar.training.run import (HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun
                                check_window, load_state, load_weights, read_labels, read_run_config, reading_config,
                                save_run)
 from avar.training.sequences import make_sequences
+
+
+def check_motion(steps) -> int:
+    """``steps`` if it is a valid ``video_motion`` (0 = off, or an integer >= 2), else a ``ValueError``."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or steps == 1:
+        raise ValueError(f"--video-motion (video_motion) must be 0 (off) or a number of steps >= 2, got {steps!r}")
+    return steps
+
+
+def with_motion(clips: list[StepFeatures], steps: int) -> list[StepFeatures]:
+    """``clips`` with their video read as motion over ``steps`` steps (:func:`motion_steps`);
+    as they are when ``steps`` is 0."""
+    if not steps:
+        return clips
+    return [replace(c, video=motion_steps(c.video, steps)) for c in clips]
 
 
 @dataclass
@@ -70,6 +87,7 @@ class Run(FeatureRun):
             config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
             seq_len, step, extractors = meta.pop("seq_len"), meta.pop("step"), meta.pop("extractors")
             head = build_head(config)
+            check_motion(meta.get("video_motion") or 0)
         check_window(root, seq_len, step)
         check_extractors(root, extractors)
         classes = read_labels(root, config.num_classes)
@@ -98,6 +116,24 @@ class Run(FeatureRun):
         out = self.head(torch.from_numpy(video), torch.from_numpy(audio), torch.from_numpy(mask))
         return torch.softmax(out.step_logits, -1).numpy().astype(np.float64)
 
+    @property
+    def video_motion(self) -> int:
+        """Steps over which the run reads the video stream as motion (0: off; runs saved before
+        it existed record none). See :attr:`avar.methods.avarnet.train.TrainConfig.video_motion`."""
+        return int(self.extra.get("video_motion") or 0)
+
+    @property
+    def context_steps(self) -> int:
+        return max(0, self.video_motion - 1)
+
+    def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ``[T, d]`` features as the head reads them: the video read as motion where the
+        run does (:attr:`video_motion`), then the training split's statistics."""
+        return self.norm.apply(self._video(video), audio)
+
+    def _video(self, video: np.ndarray) -> np.ndarray:
+        return motion_steps(video, self.video_motion) if self.video_motion else video
+
     @torch.inference_mode()
     def clip_probabilities(self, video: np.ndarray, audio: np.ndarray, drop: str | None = None) -> np.ndarray:
         """Class probabilities ``[C]`` of one clip: the clip predictions of its windows (tiled
@@ -105,6 +141,7 @@ class Run(FeatureRun):
         pooled-feature regression where the run has one (:attr:`blend`). ``drop`` ('video' or
         'audio') scores a fused head with that stream missing: its other branch, unblended."""
         self.head.eval()
+        video = self._video(video)
         v, a = self.norm.apply(video, audio)
         batch = make_sequences([v], [a], [0], self.seq_len, stride=max(1, self.seq_len // 2))
         out = self.head(None if drop == "video" else batch.video, None if drop == "audio" else batch.audio, batch.mask)

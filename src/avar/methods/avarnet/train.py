@@ -29,7 +29,7 @@ from tqdm import tqdm
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.avarnet import avarnet_loss, count_parameters
 from avar.methods.heads import build_head, has_branches, head_config
-from avar.methods.avarnet.run import Run
+from avar.methods.avarnet.run import Run, check_motion, with_motion
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
@@ -124,6 +124,13 @@ class TrainConfig:
     clip_blend: float | None = None
     """Weight of the head's clip probabilities against a pooled-feature logistic regression's
     (1: the head alone); the per-step scores stay the head's (:mod:`avar.methods.avarnet.clip_blend`)."""
+    video_motion: int = 0
+    """Steps (>= 2; 0 = off) over which the video stream is read as motion: each step's video
+    feature becomes the mean of the last ``video_motion`` steps' features and their mean
+    absolute change (:func:`avar.features.pooling.motion_steps`), before normalisation, for
+    the head and the clip blend's regression alike; the run applies it to the features it
+    scores. For short clips extracted at fine steps, where one frame per step shows what a
+    scene looks like but not how it moves (docs/fusion.md: fight-dev at 0.125-s steps, 4)."""
     seed: int = 0
     head: dict = field(default_factory=dict)
     """Overrides of the head config's fields (stages, layers, maps, attention, hidden,
@@ -145,6 +152,7 @@ class TrainConfig:
         if isinstance(self.clip_blend, bool) or not isinstance(self.clip_blend, (int, float)) \
                 or not 0 <= self.clip_blend <= 1:
             raise ValueError(f"--clip-blend (clip_blend) must be a weight in [0, 1], got {self.clip_blend!r}")
+        check_motion(self.video_motion)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -286,8 +294,8 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     check_run_dir(out_dir)
     seed_everything(config.seed)
     classes = features.classes
-    train = features.split("train")
-    val = features.split("val")
+    train = with_motion(features.split("train"), config.video_motion)
+    val = with_motion(features.split("val"), config.video_motion)
     if not train:
         raise ValueError(f"{features.root}: no clips in the train split; check the dataset's splits")
     if not val:
@@ -358,6 +366,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "fusion_warning": warning,
             "stream_selection": selection.to_dict() if selection else None,
             "clip_blend": None if blend is None else {"head_weight": config.clip_blend, "pooling": list(blend.stats)},
+            "video_motion": config.video_motion,
         },
     )
     run.save(out_dir, history=history)
