@@ -41,7 +41,10 @@ def _features(data_dir: Path, out: Path, seed: int, step: float) -> FeatureSet:
     if not (out / "manifest.json").is_file():
         extract_dataset(discover(data_dir, seed=seed), out, build_extractor(DEFAULT_VIDEO, runtime="auto"),
                         build_extractor(DEFAULT_AUDIO), step=step, progress=False)
-    return FeatureSet.open(out)
+    features = FeatureSet.open(out)
+    if abs(features.manifest["step"] - step) > 1e-9:
+        raise SystemExit(f"{out}: extracted at {features.manifest['step']} s steps, not {step}; pass another --out")
+    return features
 
 
 def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
@@ -132,6 +135,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fight-dev", default=str(FIGHT_DEV) if FIGHT_DEV.is_dir() else None,
                         help="real clips (class folders + splits.csv); 'none' to skip")
     parser.add_argument("--fight-step", type=float, default=0.5, help="seconds per step on fight-dev (2-s clips)")
+    parser.add_argument("--fight-video-motion", type=int, default=0, metavar="K",
+                        help="fight-dev runs read the video as motion over K steps (avar train --video-motion; "
+                        "e.g. 4 with --fight-step 0.125); 0: off, the default")
     parser.add_argument("--recipe", default="robust", choices=("robust", "paper"))
     parser.add_argument("--concat", action="store_true", help="the paper's plain concatenation instead of the "
                         "projected streams (with --recipe paper: the paper's setup)")
@@ -146,12 +152,20 @@ def main(argv=None) -> int:
     cells = plan_cells(args.seeds, args.sizes, args.heads)
     fight = args.fight_dev if args.fight_dev and args.fight_dev != "none" else None
     folds = []
+    results, failures = run_cells(cells, out, workers=args.workers, train_overrides=overrides)
     if fight:
         fight_cache = _features(Path(fight), out / "caches" / "fight-dev", 0, args.fight_step)
         folds = fold_caches(fight_cache, out / "caches", "fight-dev")
-        cells += [Cell(c, h, m, s) for c in ["fight-dev", *folds]
-                  for s in args.seeds for h in args.heads for m in MODALITY_ORDER]
-    results, failures = run_cells(cells, out, workers=args.workers, train_overrides=overrides)
+        fight_cells = [Cell(c, h, m, s) for c in ["fight-dev", *folds]
+                       for s in args.seeds for h in args.heads for m in MODALITY_ORDER]
+        for cell in fight_cells:  # a rerun resumes only runs of the same setting
+            config = out / "runs" / cell.id / "config.json"
+            if config.is_file() and json.loads(config.read_text())["train"].get("video_motion", 0) != args.fight_video_motion:
+                raise SystemExit(f"{out}: its fight-dev runs read the video otherwise than --fight-video-motion "
+                                 f"{args.fight_video_motion}; pass another --out")
+        more, more_failures = run_cells(fight_cells, out, workers=args.workers,
+                                        train_overrides={**overrides, "video_motion": args.fight_video_motion})
+        results, failures = results + more, failures + more_failures
 
     synthetic = [r for r in results if not r["cache"].startswith("fight-dev")]
     baselines = []
@@ -181,7 +195,8 @@ def main(argv=None) -> int:
     summary = {"synthetic": table, "synthetic_heldout": heldout_table, "head_alone": summarise(head_alone),
                "checks": checks(table) + checks(heldout_table, "held-out clips"), "failures": failures,
                "stream_selection": selection,
-               "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides}}
+               "settings": {"seeds": args.seeds, "sizes": args.sizes, "heads": args.heads, **overrides,
+                            "fight_step": args.fight_step, "fight_video_motion": args.fight_video_motion}}
     markdown = "## Built-in benchmark (test accuracy, mean ± std over seeds)\n\n" + table_markdown(table)
     markdown += ("\n## The same runs on the clips each subset left out (held-out test, mean ± std over seeds)\n\n"
                  + table_markdown(heldout_table))

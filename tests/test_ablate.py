@@ -115,12 +115,15 @@ def test_cli_train_accepts_heads_and_late_fusion(grid, tmp_path, capsys):
     assert set(info["val_branch_accuracy"]) == {"av", "a", "v"}
 
     code = main(["train", str(root / "features"), "--out", str(tmp_path / "paper"), "--head", "gru", "--hidden", "8",
-                 "--stream-fusion", "concat", "--recipe", "paper", "--epochs", "2", "-q"])
+                 "--stream-fusion", "concat", "--recipe", "paper", "--epochs", "2", "--video-motion", "2", "-q"])
     assert code == 0
-    assert "branch alone" not in capsys.readouterr().out  # the paper's concatenation has no branches
+    out = capsys.readouterr().out
+    assert "branch alone" not in out  # the paper's concatenation has no branches
+    assert "video read as motion over 2 steps" in out
     config = json.loads((tmp_path / "paper" / "config.json").read_text())
     assert config["train"]["recipe"] == "paper" and config["train"]["lr"] == 1e-2
     assert config["head"]["stream_fusion"] == "concat"
+    assert config["video_motion"] == 2 and config["head"]["video_dim"] == 2 * config["extractors"]["video"]["dim"]
 
 
 _HELD = threading.Lock()

@@ -29,11 +29,14 @@ def cmd_train(args) -> int:
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes,
             **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning",
-                                         "stream_selection", "clip_blend")}}
+                                         "stream_selection", "clip_blend", "video_motion")}}
     text = (f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
     if info["stream_selection"]:
         text += f"\nstreams: {info['stream_selection']['reason']}"
+    if info["video_motion"]:
+        text += (f"\nvideo read as motion over {info['video_motion']} steps "
+                 f"({info['video_motion'] * run.step:g} s): mean and mean change of their features")
     if info["clip_blend"]:
         weight = info["clip_blend"]["head_weight"]
         text += f"\nclip prediction: {weight:g} x head + {1 - weight:g} x pooled-feature regression"
