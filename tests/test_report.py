@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from avar.experiments.ablate import write_tables
 from avar.cli import main
@@ -72,6 +73,7 @@ def test_run_report_is_one_self_contained_page(bench):
     for name in CLASSES:
         assert f"<td>{html.escape(name)}</td>" in page
     assert "<td>fire & smoke</td>" not in page
+    assert f"<td>PyTorch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     # One curve per anomalous class before any second clip of a class or a normal clip.
     captions = re.findall(r"<figcaption>[^<]*: true ([^<]*), predicted [^<]*; (true [^<]*)\.</figcaption>", page)

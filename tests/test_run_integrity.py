@@ -25,6 +25,7 @@ from avar.methods.autoencoder.train import train_autoencoder
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.runs import load_run
+from avar.training.seeding import numerics
 from avar.serve.predict import output_names
 from test_detectors import _block_video
 from test_seq2seq_ae import TINY_VIDEO
@@ -81,6 +82,17 @@ def test_every_run_records_the_digest_of_each_weights_file(runs):
         assert list(digests) == [WEIGHTS[method]], method
         assert digests[WEIGHTS[method]] == hashlib.sha256((runs[method] / WEIGHTS[method]).read_bytes()).hexdigest()
         assert "weights" not in load_run(runs[method]).extra  # the digests are not training record
+
+
+def test_every_run_records_the_libraries_and_cpu_kernels_it_was_trained_with(runs, monkeypatch):
+    for method in METHODS:
+        recorded = load_run(runs[method]).extra["numerics"]
+        assert recorded["torch"] == torch.__version__ and recorded["numpy"] == np.__version__, method
+        assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability(), method
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    pins = numerics()["kernel_pins"]
+    assert pins["MKL_CBWR"] == "AVX2" and "ONEDNN_MAX_CPU_ISA" not in pins
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -21,6 +21,7 @@ from avar.serve.predict import predict_files
 from avar.report.plots import plot_bars, plot_step_scores
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
+from avar.training.seeding import describe_numerics, numerics
 
 MODALITY_NAMES = {"a": "audio only", "v": "video only", "av": "audio + video (early fusion)"}
 
@@ -216,7 +217,9 @@ thumbnails and every step's scores, in `{STORE_NAME}`. Open them with
 
 and browse http://127.0.0.1:8080/.
 
-Finished in {elapsed:.0f} s.
+Finished in {elapsed:.0f} s ({describe_numerics(numerics())}). The same seed gives the same
+figures on the same kind of CPU and may differ by a test clip on another (README, "What the
+demo measured").
 """
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_markdown_to_html(markdown))

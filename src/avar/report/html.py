@@ -25,6 +25,7 @@ from avar.report.plots import new_figure, plot_confusion, plot_score_curve, save
 from avar.runs import load_run
 from avar.methods.avarnet.run import Run
 from avar.training.run import FeatureRun
+from avar.training.seeding import describe_numerics
 
 REPORT_FILE = "report.html"
 METADATA_FILE = "metadata.json"
@@ -191,6 +192,7 @@ def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading
         ["parameters", f"{run.extra.get('params', 0):,}"],
         ["best epoch", run.extra.get("best_epoch", "?")],
         ["train seconds", run.extra.get("train_seconds", "?")],
+        ["trained with", describe_numerics(run.extra.get("numerics"))],
         [f"{split} clips", report["n"]],
         ["accuracy", _num(report["accuracy"])],
         ["precision (macro / weighted)", f"{_num(report['precision_macro'])} / {_num(report['precision_weighted'])}"],

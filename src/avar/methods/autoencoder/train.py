@@ -11,7 +11,6 @@ on held-out normal videos for files and streams.
 from __future__ import annotations
 
 import ctypes
-import random
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from avar.methods.autoencoder import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfi
 from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.run import AERun, as_model_input, autocast_for, resolve_precision
 from avar.training.run import check_options, check_run_dir
+from avar.training.seeding import numerics, seed_everything
 
 
 def retain_freed_memory() -> bool:
@@ -139,9 +139,7 @@ def train_autoencoder(
     if config.threads:
         torch.set_num_threads(config.threads)
     retain_freed_memory()
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     train = dataset.split("train")
     if not train:
         raise ValueError(f"{dataset.root}: no training videos")
@@ -195,6 +193,7 @@ def train_autoencoder(
         meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in shown]
         meta["calibration_seconds"] = round(time.perf_counter() - t0, 2)
     meta["train_seconds"] = round(time.perf_counter() - started, 2)
+    meta["numerics"] = numerics()
     run.save(out_dir, history=history)
     return run
 

@@ -33,7 +33,7 @@ from avar.methods.avaca.run import NORMAL, WEAK_METHODS, WINDOW, WeakRun, top_k_
 from avar.methods.avarnet import count_parameters
 from avar.methods.heads import head_config
 from avar.training.run import Normalization, check_options, check_run_dir
-from avar.training.seeding import seed_everything
+from avar.training.seeding import numerics, seed_everything
 
 
 @dataclass
@@ -289,6 +289,7 @@ def train_weak(
             "params": count_parameters(model),
             "train_seconds": round(time.perf_counter() - started, 2),
             "torch_threads": torch.get_num_threads(),
+            "numerics": numerics(),
             "n_train": {"normal": int((y_train == 0).sum()), "anomalous": int(y_train.sum())},
         },
     )

@@ -31,7 +31,7 @@ from avar.methods.avarnet import avarnet_loss, count_parameters
 from avar.methods.heads import build_head, has_branches, head_config
 from avar.methods.avarnet.run import Run, check_motion, with_motion
 from avar.training.run import Normalization, check_options, check_run_dir
-from avar.training.seeding import seed_everything
+from avar.training.seeding import numerics, seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
 from avar.methods.avarnet.clip_blend import PooledLinear
 from avar.methods.avarnet.stream_selection import select_streams
@@ -362,6 +362,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "refit_epochs": refit_epochs,
             "params": count_parameters(head),
             "train_seconds": round(time.perf_counter() - started, 2),
+            "numerics": numerics(),
             "val_branch_accuracy": branches,
             "fusion_warning": warning,
             "stream_selection": selection.to_dict() if selection else None,
