@@ -64,15 +64,12 @@ def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     return out
 
 
-def _test_clips(out: Path, cache: str) -> int:
-    return sum(c["split"] == "test" for c in FeatureSet.open(out / "caches" / cache).clips)
-
-
 def out_of_fold(out: Path, folds: list[str], results: list[dict]) -> dict:
     """Accuracy over every held-out clip of the fold caches (:func:`fold_caches`), per head and
     stream choice (mean ± std over seeds), for the fused runs' head alone (``<head> alone``) and
     for the pooled regression."""
-    sizes = {f: _test_clips(out, f) for f in folds}
+    caches = {f: FeatureSet.open(out / "caches" / f) for f in folds}
+    sizes = {f: sum(c["split"] == "test" for c in cache.clips) for f, cache in caches.items()}
 
     def pooled(by_fold: dict) -> float:  # each fold weighted by its clips: every clip counts once
         return sum(sizes[f] * accuracy for f, accuracy in by_fold.items()) / sum(sizes.values())
@@ -90,7 +87,7 @@ def out_of_fold(out: Path, folds: list[str], results: list[dict]) -> dict:
     runs = [{"cache": f"s{seed}-n0-cv", "head": head, "modality": modality, "accuracy": pooled(by_fold)}
             for (head, modality, seed), by_fold in by_cell.items() if len(by_fold) == len(folds)]
     base = [{"cache": "s0-n0-cv", "modality": m,
-             "accuracy": pooled({f: pooled_logistic_regression(FeatureSet.open(out / "caches" / f), m) for f in folds})}
+             "accuracy": pooled({f: pooled_logistic_regression(caches[f], m) for f in folds})}
             for m in MODALITY_ORDER]
     return summarise(runs, base)["0"]["cv"]
 
@@ -206,7 +203,7 @@ def main(argv=None) -> int:
         f"{name} {streams}" for name, streams in selection.items()) + "\n"
     if fight:
         fight_rows = [dict(r, cache=f"s{r['seed']}-n0-fight") for r in results if r["cache"] == "fight-dev"]
-        cache = FeatureSet.open(out / "caches" / "fight-dev")
+        cache = fight_cache
         fight_base = [{"cache": f"s{s}-n0-fight", "modality": m, "accuracy": pooled_logistic_regression(cache, m)}
                       for s in args.seeds[:1] for m in MODALITY_ORDER]
         fight_table = summarise(fight_rows, fight_base)["0"]["fight"]
@@ -219,7 +216,7 @@ def main(argv=None) -> int:
         if folds:
             summary["fight_dev_cv"] = cv_table = out_of_fold(out, folds, results)
             summary["fight_dev_checks"] += fight_checks(cv_table, "grouped cross-validation")
-            clips = sum(_test_clips(out, f) for f in folds)
+            clips = sum(c["split"] != "test" for c in cache.clips)  # the fold caches hold each once
             markdown += (f"\nThe same, cross-validated: the labelled clips (train + val) in {len(folds)} folds of whole "
                          f"source videos, each scored once by runs that never saw its source ({clips} clips):\n\n"
                          + table_markdown({"fight-dev": {"cross-validated": cv_table}}))

@@ -427,7 +427,6 @@ def test_fold_caches_score_every_labelled_clip_once_by_runs_that_never_saw_its_r
     assert fold_caches(cache, tmp_path, "real") == names  # a rerun keeps the caches it finds
 
 
-
 def test_video_motion_is_the_trailing_mean_and_mean_change_of_the_steps_before():
     from avar.features.pooling import motion_steps
 

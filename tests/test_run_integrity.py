@@ -25,7 +25,7 @@ from avar.methods.autoencoder.train import train_autoencoder
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.runs import load_run
-from avar.training.seeding import numerics
+from avar.training.seeding import KERNEL_PINS, describe_numerics, numerics
 from avar.serve.predict import output_names
 from test_detectors import _block_video
 from test_seq2seq_ae import TINY_VIDEO
@@ -89,10 +89,12 @@ def test_every_run_records_the_libraries_and_cpu_kernels_it_was_trained_with(run
         recorded = load_run(runs[method]).extra["numerics"]
         assert recorded["torch"] == torch.__version__ and recorded["numpy"] == np.__version__, method
         assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability(), method
+    for name in KERNEL_PINS:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MKL_CBWR", "AVX2")
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    pins = numerics()["kernel_pins"]
-    assert pins["MKL_CBWR"] == "AVX2" and "ONEDNN_MAX_CPU_ISA" not in pins
+    assert numerics()["kernel_pins"] == {"MKL_CBWR": "AVX2"}
+    assert describe_numerics(numerics()).endswith(" kernels; pinned: MKL_CBWR=AVX2")
+    assert describe_numerics(None) == "not recorded"  # a run saved before the record existed
 
 
 @pytest.mark.parametrize("method", METHODS)
