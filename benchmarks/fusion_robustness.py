@@ -11,7 +11,8 @@ fight-dev clips when present) the same heads and the regression run on real surv
 clips with their own sound, on its grouped split, over the same seeds; and, since its 55 test
 clips cannot tell two classifiers a clip or two apart, the same runs and the regression are also
 cross-validated on its labelled clips in folds of whole source videos (its ``sources.csv``;
-:func:`~avar.experiments.robustness.fold_caches`). A rerun resumes.
+:func:`~avar.experiments.robustness.fold_caches`), the folds drawn anew for each seed. A rerun
+resumes.
 Prints JSON (``--json``) and writes ``OUT/summary.json`` and ``OUT/tables.md``.
 """
 
@@ -64,19 +65,21 @@ def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     return out
 
 
-def out_of_fold(out: Path, folds: list[str], results: list[dict]) -> dict:
+def out_of_fold(out: Path, folds: dict[int, list[str]], results: list[dict]) -> dict:
     """Accuracy over every held-out clip of the fold caches (:func:`fold_caches`), per head and
-    stream choice (mean ± std over seeds), for the fused runs' head alone (``<head> alone``) and
-    for the pooled regression."""
-    caches = {f: FeatureSet.open(out / "caches" / f) for f in folds}
+    stream choice, for the fused runs' head alone (``<head> alone``) and for the pooled
+    regression: mean ± std over the seeds, each seed's runs scored on its own draw of folds
+    (``folds``: seed -> its fold caches), so that no figure rests on one way of cutting the
+    clips."""
+    caches = {f: FeatureSet.open(out / "caches" / f) for names in folds.values() for f in names}
     sizes = {f: sum(c["split"] == "test" for c in cache.clips) for f, cache in caches.items()}
 
     def pooled(by_fold: dict) -> float:  # each fold weighted by its clips: every clip counts once
-        return sum(sizes[f] * accuracy for f, accuracy in by_fold.items()) / sum(sizes.values())
+        return sum(sizes[f] * accuracy for f, accuracy in by_fold.items()) / sum(sizes[f] for f in by_fold)
 
     rows: list[dict] = []
     for r in results:
-        if r["cache"] in sizes:
+        if r["cache"] in folds.get(r["seed"], ()):
             rows.append(r)
             if r["modality"] == "av":
                 rows.append(dict(r, head=f"{r['head']} alone",
@@ -85,10 +88,10 @@ def out_of_fold(out: Path, folds: list[str], results: list[dict]) -> dict:
     for r in rows:
         by_cell.setdefault((r["head"], r["modality"], r["seed"]), {})[r["cache"]] = r["accuracy"]
     runs = [{"cache": f"s{seed}-n0-cv", "head": head, "modality": modality, "accuracy": pooled(by_fold)}
-            for (head, modality, seed), by_fold in by_cell.items() if len(by_fold) == len(folds)]
-    base = [{"cache": "s0-n0-cv", "modality": m,
-             "accuracy": pooled({f: pooled_logistic_regression(caches[f], m) for f in folds})}
-            for m in MODALITY_ORDER]
+            for (head, modality, seed), by_fold in by_cell.items() if len(by_fold) == len(folds[seed])]
+    base = [{"cache": f"s{seed}-n0-cv", "modality": m,
+             "accuracy": pooled({f: pooled_logistic_regression(caches[f], m, seed) for f in names})}
+            for seed, names in folds.items() for m in MODALITY_ORDER]
     return summarise(runs, base)["0"]["cv"]
 
 
@@ -103,19 +106,29 @@ def fight_checks(table: dict, test_set: str) -> list[dict]:
             for h, row in table.items() if h != "logreg" and {"a", "v", "av"} <= set(row)]
 
 
+SYNTH_CLIPS_PER_CLASS = 24
+"""Clips per class each seed's built-in data is synthesised with, whatever ``--sizes`` asks for
+(more when a size is larger): every size's cache is drawn from the same data, so a rerun with
+fewer sizes (``--sizes 6``) reproduces the full run's row rather than one of other clips."""
+
+
 def prepare_synthetic(out: Path, seeds, sizes) -> None:
     """The benchmark's caches under ``out/caches`` (skipped where they exist)."""
+    per_class = max(SYNTH_CLIPS_PER_CLASS, *sizes)
     for seed in seeds:
         data = out / "data" / f"s{seed}"
         if not (data / "metadata.json").is_file():
-            synthesize(data, seed=seed, clips_per_class=max(sizes), progress=False)
+            synthesize(data, seed=seed, clips_per_class=per_class, progress=False)
+        made = json.loads((data / "metadata.json").read_text()).get("clips_per_class")
+        if made != per_class:
+            raise SystemExit(f"{data}: synthesised with {made} clips per class, not {per_class}; pass another --out")
         full = _features(data, out / "features" / f"s{seed}", seed, 1.0)
         for size in sizes:
             clean = out / "caches" / cache_name(seed, size, "clean")
             if not (clean / "manifest.json").is_file():
                 subsample(full, clean, size, seed)
             heldout = out / "caches" / cache_name(seed, size, "heldout")
-            if size < max(sizes) and not (heldout / "manifest.json").is_file():
+            if size < per_class and not (heldout / "manifest.json").is_file():
                 held_out(full, FeatureSet.open(clean), heldout)
             for variant in VARIANTS[1:]:
                 path = out / "caches" / cache_name(seed, size, variant)
@@ -148,13 +161,13 @@ def main(argv=None) -> int:
     prepare_synthetic(out, args.seeds, args.sizes)
     cells = plan_cells(args.seeds, args.sizes, args.heads)
     fight = args.fight_dev if args.fight_dev and args.fight_dev != "none" else None
-    folds = []
+    folds: dict[int, list[str]] = {}
     results, failures = run_cells(cells, out, workers=args.workers, train_overrides=overrides)
     if fight:
         fight_cache = _features(Path(fight), out / "caches" / "fight-dev", 0, args.fight_step)
-        folds = fold_caches(fight_cache, out / "caches", "fight-dev")
-        fight_cells = [Cell(c, h, m, s) for c in ["fight-dev", *folds]
-                       for s in args.seeds for h in args.heads for m in MODALITY_ORDER]
+        folds = {s: fold_caches(fight_cache, out / "caches", f"fight-dev-s{s}", s) for s in args.seeds}
+        fight_cells = [Cell(c, h, m, s) for s in args.seeds for c in ["fight-dev", *folds[s]]
+                       for h in args.heads for m in MODALITY_ORDER]
         for cell in fight_cells:  # a rerun resumes only runs of the same setting
             config = out / "runs" / cell.id / "config.json"
             if config.is_file() and json.loads(config.read_text())["train"].get("video_motion", 0) != args.fight_video_motion:
@@ -174,7 +187,7 @@ def main(argv=None) -> int:
                     accuracy = pooled_logistic_regression(FeatureSet.open(out / "caches" / name), modality)
                     baselines.append({"cache": name, "modality": modality, "accuracy": accuracy})
     table = summarise(synthetic, baselines)
-    # the same runs on the clips their subset left out (sizes below the largest)
+    # the same runs on the clips their subset left out (sizes below the synthesised count)
     heldout_base = [{"cache": cache_name(s, n, "clean"), "modality": m,
                      "accuracy": pooled_logistic_regression(FeatureSet.open(out / "caches" / cache_name(s, n, "clean")),
                                                             m, test_on=FeatureSet.open(held))}
@@ -217,8 +230,9 @@ def main(argv=None) -> int:
             summary["fight_dev_cv"] = cv_table = out_of_fold(out, folds, results)
             summary["fight_dev_checks"] += fight_checks(cv_table, "grouped cross-validation")
             clips = sum(c["split"] != "test" for c in cache.clips)  # the fold caches hold each once
-            markdown += (f"\nThe same, cross-validated: the labelled clips (train + val) in {len(folds)} folds of whole "
-                         f"source videos, each scored once by runs that never saw its source ({clips} clips):\n\n"
+            markdown += (f"\nThe same, cross-validated: the labelled clips (train + val) in "
+                         f"{len(folds[args.seeds[0]])} folds of whole source videos, drawn anew for each seed, each "
+                         f"clip scored once per seed by runs that never saw its source ({clips} clips):\n\n"
                          + table_markdown({"fight-dev": {"cross-validated": cv_table}}))
         if all(c.get("group") is not None for c in cache.clips):
             summary["fight_dev_grouped_cv"] = grouped = grouped_cv(cache)

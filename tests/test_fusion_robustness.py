@@ -425,6 +425,11 @@ def test_fold_caches_score_every_labelled_clip_once_by_runs_that_never_saw_its_r
     fold0 = {c.clip_id: c.split for c in (FeatureSet.open(tmp_path / names[0]).split("val"))}
     assert all(cid.endswith("_val") for cid in fold0)
     assert fold_caches(cache, tmp_path, "real") == names  # a rerun keeps the caches it finds
+    # another seed draws other folds (the benchmark scores each seed's runs on its own draw)
+    other = fold_caches(cache, tmp_path, "real-s1", seed=1)
+    draws = [[sorted({c.group for c in FeatureSet.open(tmp_path / n).split("test")}) for n in ns] for ns in (names, other)]
+    assert sorted(draws[0]) != sorted(draws[1])
+    assert sorted(c.clip_id for n in other for c in FeatureSet.open(tmp_path / n).split("test")) == labelled
 
 
 def test_video_motion_is_the_trailing_mean_and_mean_change_of_the_steps_before():
