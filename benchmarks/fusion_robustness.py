@@ -65,12 +65,12 @@ def grouped_cv(cache: FeatureSet, seed: int = 0) -> dict:
     return out
 
 
-def out_of_fold(out: Path, folds: dict[int, list[str]], results: list[dict]) -> dict:
+def out_of_fold(out: Path, folds: dict[int, list[str]], results: list[dict]) -> tuple[dict, dict]:
     """Accuracy over every held-out clip of the fold caches (:func:`fold_caches`), per head and
     stream choice, for the fused runs' head alone (``<head> alone``) and for the pooled
     regression: mean ± std over the seeds, each seed's runs scored on its own draw of folds
     (``folds``: seed -> its fold caches), so that no figure rests on one way of cutting the
-    clips."""
+    clips; and the same per seed (``{seed: {head: {modality: accuracy}}}``)."""
     caches = {f: FeatureSet.open(out / "caches" / f) for names in folds.values() for f in names}
     sizes = {f: sum(c["split"] == "test" for c in cache.clips) for f, cache in caches.items()}
 
@@ -92,7 +92,10 @@ def out_of_fold(out: Path, folds: dict[int, list[str]], results: list[dict]) -> 
     base = [{"cache": f"s{seed}-n0-cv", "modality": m,
              "accuracy": pooled({f: pooled_logistic_regression(caches[f], m, seed) for f in names})}
             for seed, names in folds.items() for m in MODALITY_ORDER]
-    return summarise(runs, base)["0"]["cv"]
+    by_seed: dict[str, dict] = {}
+    for r in runs + [dict(b, head="logreg") for b in base]:
+        by_seed.setdefault(r["cache"].split("-")[0][1:], {}).setdefault(r["head"], {})[r["modality"]] = round(r["accuracy"], 4)
+    return summarise(runs, base)["0"]["cv"], by_seed
 
 
 def fight_checks(table: dict, test_set: str) -> list[dict]:
@@ -227,13 +230,19 @@ def main(argv=None) -> int:
         markdown += (f"\n## fight-dev ({fight}, step {args.fight_step} s, grouped split)\n\n"
                      + table_markdown({"fight-dev": {"real": fight_table}}))
         if folds:
-            summary["fight_dev_cv"] = cv_table = out_of_fold(out, folds, results)
+            cv_table, summary["fight_dev_cv_by_seed"] = out_of_fold(out, folds, results)
+            summary["fight_dev_cv"] = cv_table
             summary["fight_dev_checks"] += fight_checks(cv_table, "grouped cross-validation")
             clips = sum(c["split"] != "test" for c in cache.clips)  # the fold caches hold each once
             markdown += (f"\nThe same, cross-validated: the labelled clips (train + val) in "
                          f"{len(folds[args.seeds[0]])} folds of whole source videos, drawn anew for each seed, each "
                          f"clip scored once per seed by runs that never saw its source ({clips} clips):\n\n"
-                         + table_markdown({"fight-dev": {"cross-validated": cv_table}}))
+                         + table_markdown({"fight-dev": {"cross-validated": cv_table}})
+                         + "\nPer seed, each on its own draw of folds (audio / video / audio + video): " + "; ".join(
+                             f"seed {seed}: " + ", ".join(f"{head} " + " / ".join(f"{row[m]:.3f}" for m in MODALITY_ORDER
+                                                                                if m in row)
+                                                          for head, row in heads.items())
+                             for seed, heads in summary["fight_dev_cv_by_seed"].items()) + "\n")
         if all(c.get("group") is not None for c in cache.clips):
             summary["fight_dev_grouped_cv"] = grouped = grouped_cv(cache)
             markdown += ("\nPooled regression, cross-validated in folds grouped by source video (and on the test "
