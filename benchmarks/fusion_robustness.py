@@ -87,14 +87,14 @@ def out_of_fold(out: Path, folds: dict[int, list[str]], results: list[dict]) -> 
     by_cell: dict[tuple, dict] = {}
     for r in rows:
         by_cell.setdefault((r["head"], r["modality"], r["seed"]), {})[r["cache"]] = r["accuracy"]
-    runs = [{"cache": f"s{seed}-n0-cv", "head": head, "modality": modality, "accuracy": pooled(by_fold)}
+    runs = [{"cache": f"s{seed}-n0-cv", "seed": seed, "head": head, "modality": modality, "accuracy": pooled(by_fold)}
             for (head, modality, seed), by_fold in by_cell.items() if len(by_fold) == len(folds[seed])]
-    base = [{"cache": f"s{seed}-n0-cv", "modality": m,
+    base = [{"cache": f"s{seed}-n0-cv", "seed": seed, "head": "logreg", "modality": m,
              "accuracy": pooled({f: pooled_logistic_regression(caches[f], m, seed) for f in names})}
             for seed, names in folds.items() for m in MODALITY_ORDER]
     by_seed: dict[str, dict] = {}
-    for r in runs + [dict(b, head="logreg") for b in base]:
-        by_seed.setdefault(r["cache"].split("-")[0][1:], {}).setdefault(r["head"], {})[r["modality"]] = round(r["accuracy"], 4)
+    for r in runs + base:
+        by_seed.setdefault(str(r["seed"]), {}).setdefault(r["head"], {})[r["modality"]] = round(r["accuracy"], 4)
     return summarise(runs, base)["0"]["cv"], by_seed
 
 
