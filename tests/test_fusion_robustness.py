@@ -217,7 +217,8 @@ def test_auto_runtime_at_prediction_reuses_the_one_the_training_features_came_fr
     assert run.extra["feature_runtimes"] is None  # a cache made by FeatureSet.create records none
     run.extractors = {"video": {"name": "efficientnet-lite0"}, "audio": {"name": "logmel"}}
     run.extra["feature_runtimes"] = {"video": "torch", "audio": "numpy"}
-    video, _ = run.build_extractors(runtime="auto")
+    video, _, motion = run.build_extractors(runtime="auto")
+    assert motion is None  # the cache has no motion stream
     assert video.runtime == "torch"  # auto alone would pick ONNX Runtime for this backbone
     run.extra["feature_runtimes"] = None
     assert run.build_extractors(runtime="auto")[0].runtime == "onnx"

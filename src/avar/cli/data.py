@@ -40,17 +40,22 @@ def cmd_extract(args) -> int:
     engine = engine_from_args(args)  # a bad --address fails here, before the data is listed
     listing = scan(args.data_dir, seed=args.seed, splits_csv=args.splits)
     anonymize = anonymize_config(args) if args.anonymize else None
+    motion = None if args.motion == "none" else args.motion
     if engine is not None:
-        from avar.features.distributed import extract_dataset_ray
+        from avar.features.distributed import ExtractorSpec, extract_dataset_ray
 
         video, audio = extractor_specs(args)
         summary = extract_dataset_ray(listing.entries, args.out, video, audio, engine=engine, step=args.step,
-                                      progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize)
+                                      progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize,
+                                      motion=None if motion is None else ExtractorSpec(motion))
     else:
+        from avar.features import build_extractor
+
         video, audio = extractors_from_args(args)
         summary = extract_dataset(listing.entries, args.out, video, audio, step=args.step,
                                   video_weights=args.video_weights, audio_weights=args.audio_weights,
-                                  progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize)
+                                  progress=not args.quiet, unlisted=listing.skipped, anonymize=anonymize,
+                                  motion=None if motion is None else build_extractor(motion))
     if args.json:
         print_json(summary_dict(summary))
     else:
@@ -103,8 +108,11 @@ def cmd_anonymize(args) -> int:
 def add_commands(command) -> None:
     """Add this group's subcommands; ``command(name, func, help)`` makes one."""
     from avar.datasets.folders import scan
+    from avar.features import DEFAULT_MOTION, EXTRACTORS
     from avar.features.cache import extract_dataset
     from avar.media.synth import synthesize
+
+    motion_extractors = [name for name, cls in EXTRACTORS.items() if cls.modality == "motion"]
 
     p = command("synth", cmd_synth, "write the built-in synthetic audio-visual benchmark (MP4 files)")
     p.add_argument("out_dir")
@@ -122,6 +130,10 @@ def add_commands(command) -> None:
     p.add_argument("data_dir", help="DATA_DIR/<class>/<clip>.<ext>, optionally with splits.csv")
     p.add_argument("--out", required=True, help="FEATURES_DIR")
     add_extractor_options(p, default_of(extract_dataset, "step"))
+    p.add_argument("--motion", default="none", choices=[*motion_extractors, "none"],
+                   help=f"motion extractor: optical flow from frame pairs of the same decoding pass, a third stream "
+                        f"beside appearance and sound (e.g. {DEFAULT_MOTION}; default none: off until it is measured "
+                        "to help, docs/motion.md)")
     p.add_argument("--seed", type=int, default=default_of(scan, "seed"), help="seed of the stratified split")
     p.add_argument("--splits", help="a splits.csv (path,label,split) instead of DATA_DIR/splits.csv")
     add_anonymize_options(p, switch=True)

@@ -25,6 +25,8 @@ def cmd_predict(args) -> int:
                   f"peak anomaly score {peak.anomaly_score:.2f} at {peak.time:.0f}-{peak.end:.0f} s ({peak.predicted})")
             for s in p.steps:
                 print(f"  {s.time:7.1f}-{s.end:<7.1f} {s.predicted:16} anomaly {s.anomaly_score:.2f}")
+            for e in p.events:
+                print(f"  event {e['start']:.1f}-{e['end']:.1f} s: {e['label']} (peak {e['peak_score']:.2f})")
         if args.out:
             print(f"step records and plots in {args.out}")
     for failure in failures:
@@ -157,7 +159,8 @@ def cmd_bench(args) -> int:
     from avar.serve.bench import max_streams, run_bench, run_streams
     from avar.serve.watch import read_sources
 
-    models = dict(video=args.video, audio=args.audio, random_weights=args.random_weights, runtime=args.runtime)
+    models = dict(video=args.video, audio=args.audio, random_weights=args.random_weights, runtime=args.runtime,
+                  motion=args.motion)
     many = dict(sources=read_sources(args.sources) if args.sources else None, seconds=args.seconds,
                 batch=args.batch, causal=not args.centred)
     if args.max_streams:
@@ -193,8 +196,7 @@ def cmd_bench(args) -> int:
               f"{result['skipped']} skipped; busy: {share}; CPU {100 * result['process_cpu_share']:.0f}% of "
               f"{result['cpus']} cores; peak {result['peak_rss_mb']:.0f} MB")
         return 0
-    result = run_bench(args.run, args.media, video=args.video, audio=args.audio, random_weights=args.random_weights,
-                       runtime=args.runtime, batch=args.batch, causal=not args.centred)
+    result = run_bench(args.run, args.media, **models, batch=args.batch, causal=not args.centred)
     if args.json:
         print_json(result)
         return 0
@@ -216,7 +218,7 @@ def cmd_export(args) -> int:
     from avar.runs import load_run
 
     if args.run:
-        backbones = load_run(args.run).build_extractors(runtime="torch")
+        backbones = list(load_run(args.run).build_extractors(runtime="torch")[:2])  # motion has no network
     else:
         backbones = [build_extractor(name, weights) for name, weights in
                      ((args.video, args.video_weights), (args.audio, args.audio_weights)) if name]
@@ -334,6 +336,7 @@ def add_commands(command) -> None:
     p.add_argument("--media", help="media file (default: the standard clip, 60 s 1280x720 25 fps H.264 + AAC 48 kHz)")
     p.add_argument("--video", help=f"video backbone when no --run is given (default {DEFAULT_VIDEO})")
     p.add_argument("--audio", help=f"audio backbone when no --run is given (default {DEFAULT_AUDIO})")
+    p.add_argument("--motion", help="motion extractor when no --run is given (default: none; e.g. flow-hist)")
     p.add_argument("--random-weights", action="store_true", help="build the backbones untrained (timing needs no weights)")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     p.add_argument("--batch", type=int, default=default_of(run_bench, "batch"))

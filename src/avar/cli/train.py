@@ -21,19 +21,26 @@ def cmd_train(args) -> int:
              "modality_dropout": args.modality_dropout}
     given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "head_type": args.head,
              "modality": args.modality, "fusion": args.fusion, "late_mode": args.late_mode, "seq_len": args.seq_len,
-             "seed": args.seed, "recipe": args.recipe, "video_motion": args.video_motion}
-    config = TrainConfig(select_streams=False if args.no_stream_selection else None,
+             "seed": args.seed, "recipe": args.recipe, "video_motion": args.video_motion,
+             "false_events_per_hour": args.false_events_per_hour}
+    config = TrainConfig(motion=not args.no_motion, select_streams=False if args.no_stream_selection else None,
                          clip_blend=args.clip_blend,
                          head={k: v for k, v in flags.items() if v is not None},
                          **{k: v for k, v in given.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes,
             **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning",
-                                         "stream_selection", "clip_blend", "video_motion")}}
+                                         "stream_selection", "clip_blend", "video_motion", "streams",
+                                         "motion_selection", "event_calibration")}}
     text = (f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "
             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
+    if info["motion_selection"]:
+        text += f"\nvisual side: {info['motion_selection']['reason']}"
     if info["stream_selection"]:
         text += f"\nstreams: {info['stream_selection']['reason']}"
+    text += f"\nthe run reads: {', '.join(info['streams'])}"
+    if info["event_calibration"]:
+        text += f"\nevent threshold {info['event_calibration']['threshold']:.3f}: {info['event_calibration']['note']}"
     if info["video_motion"]:
         text += (f"\nvideo read as motion over {info['video_motion']} steps "
                  f"({info['video_motion'] * run.step:g} s): mean and mean change of their features")
@@ -63,15 +70,20 @@ def cmd_train_weak(args) -> int:
         {"hidden": args.hidden}
     given = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "modality": args.modality,
              "audio_path": args.audio_path, "alpha": args.alpha, "theta": args.theta, "lam": args.lambda_center,
-             "max_steps": args.max_steps, "head_type": args.head, "seed": args.seed, "window": args.window}
-    config = WeakTrainConfig(method=args.method, zero_audio=args.zero_audio,
+             "max_steps": args.max_steps, "head_type": args.head, "seed": args.seed, "window": args.window,
+             "false_events_per_hour": args.false_events_per_hour}
+    config = WeakTrainConfig(method=args.method, zero_audio=args.zero_audio, motion=not args.no_motion,
                              model={k: v for k, v in model.items() if v is not None},
                              **{k: v for k, v in given.items() if v is not None})
     run = train_weak(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "method": args.method,
-            **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "n_train")}}
-    return emit(args, info, f"saved {args.out}: {args.method}, {info['params']:,} parameters, "
-                             f"best epoch {info['best_epoch']}, {info['train_seconds']:.1f} s")
+            **{k: run.extra.get(k) for k in ("params", "best_epoch", "train_seconds", "n_train", "streams",
+                                             "event_calibration")}}
+    text = (f"saved {args.out}: {args.method}, {info['params']:,} parameters, best epoch {info['best_epoch']}, "
+            f"{info['train_seconds']:.1f} s\nthe run reads: {', '.join(info['streams'])}")
+    if info["event_calibration"]:
+        text += f"\nevent threshold {info['event_calibration']['threshold']:.3f}: {info['event_calibration']['note']}"
+    return emit(args, info, text)
 
 
 def cmd_train_autoencoder(args) -> int:
@@ -174,6 +186,11 @@ def add_commands(command) -> None:
     p.add_argument("--video-motion", type=int, metavar="K", help="avarnet: read the video stream as motion over the "
                    "last K steps (the mean of their features and their mean absolute change; 0 = off, the default): "
                    "for short clips extracted at fine steps, e.g. --step 0.125 with K = 4 (docs/fusion.md)")
+    p.add_argument("--no-motion", action="store_true", help="avarnet, avaca/mil: leave out the cache's motion stream "
+                   "(optical flow, `avar extract --motion`); by default a run reads it where the cache has it")
+    p.add_argument("--false-events-per-hour", type=float, metavar="RATE", help="avarnet, avaca/mil: the run's event "
+                   "threshold is chosen on its validation clips for at most RATE false events per hour of normal "
+                   f"footage (default {sup.false_events_per_hour:g})")
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"avarnet: robust (default {sup.recipe}; AdamW, "
                    "label smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper "
                    "(Adam 1e-2, plateau schedule, best validation accuracy)")

@@ -97,7 +97,8 @@ def uninformative(features: FeatureSet, out_dir: Path | str, stream: str, seed: 
 
 def _write(features: FeatureSet, out_dir: Path | str, clips: list[StepFeatures]) -> FeatureSet:
     manifest = features.manifest
-    return FeatureSet.create(out_dir, clips, video=manifest["video"], audio=manifest["audio"], step=manifest["step"])
+    return FeatureSet.create(out_dir, clips, video=manifest["video"], audio=manifest["audio"], step=manifest["step"],
+                             motion=manifest.get("motion"))
 
 
 def pooled_logistic_regression(features: FeatureSet, modality: str = "av", seed: int = 0,
@@ -119,7 +120,7 @@ def head_alone_accuracy(run_dir: Path | str, cache_dir: Path | str) -> float:
 
     run = Run.load(run_dir)
     run.blend = None
-    clips = FeatureSet.open(cache_dir).split("test")
+    clips = run.read(FeatureSet.open(cache_dir).split("test"))
     return float(np.mean([run.classes[int(np.argmax(run.clip_probabilities(c.video, c.audio)))] == c.label
                           for c in clips]))
 

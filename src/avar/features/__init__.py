@@ -8,6 +8,7 @@ from avar.features.base import AUDIO_RATE, Extractor, ExtractorInfo, WeightsUnav
 from avar.features.efficientnet_lite import EfficientNetLite0Extractor
 from avar.features.logmel import LogMelExtractor
 from avar.features.mobilevit import MobileViTExtractor
+from avar.features.motion import FlowHistExtractor
 from avar.features.runtime import TorchBackbone
 from avar.features.vggish import VGGishExtractor
 from avar.features.wav2vec2 import Wav2Vec2Extractor
@@ -18,14 +19,17 @@ EXTRACTORS: dict[str, type] = {
     Wav2Vec2Extractor.name: Wav2Vec2Extractor,
     LogMelExtractor.name: LogMelExtractor,
     VGGishExtractor.name: VGGishExtractor,
+    FlowHistExtractor.name: FlowHistExtractor,
 }
 
 DEFAULT_VIDEO = EfficientNetLite0Extractor.name
 DEFAULT_AUDIO = LogMelExtractor.name
+DEFAULT_MOTION = FlowHistExtractor.name
 
 __all__ = [
     "AUDIO_RATE",
     "DEFAULT_AUDIO",
+    "DEFAULT_MOTION",
     "DEFAULT_VIDEO",
     "EXTRACTORS",
     "Extractor",
@@ -44,7 +48,8 @@ def build_extractor(
 
     ``weights`` is a local directory or Hugging Face id for the transformers backbones, a
     ``.pth`` state dict for EfficientNet-Lite0, a ``.pth`` or ``.safetensors`` state dict for
-    ``vggish`` (required: none is bundled), and must be None for ``logmel``. Raises
+    ``vggish`` (required: none is bundled), and must be None for ``logmel`` and the motion
+    extractors (``flow-hist``). Raises
     ``WeightsUnavailableError`` at once when the weights are not on this machine and
     cannot be fetched. ``runtime`` (``auto`` or one of ``avar.features.runtime.RUNTIMES``)
     says how a neural backbone runs; ``random_weights`` builds the architecture untrained,

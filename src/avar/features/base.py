@@ -11,7 +11,7 @@ import numpy as np
 AUDIO_RATE = 16_000
 """Sample rate (Hz) of every waveform handed to an audio extractor."""
 
-Modality = Literal["video", "audio"]
+Modality = Literal["video", "audio", "motion"]
 
 
 class Extractor(Protocol):
@@ -19,7 +19,8 @@ class Extractor(Protocol):
 
     Video extractors take RGB frames ``uint8 [N, H, W, 3]`` (any size; they resize
     themselves). Audio extractors take mono waveforms ``float32 [N, S]`` at
-    ``AUDIO_RATE`` Hz, one row per step. Both return ``float32 [N, dim]``.
+    ``AUDIO_RATE`` Hz, one row per step. Motion extractors take ``MotionPairs`` (gray frame
+    pairs per step, as their ``sampling`` asks the decoder for). All return ``float32 [N, dim]``.
     """
 
     name: str
@@ -43,7 +44,7 @@ class ExtractorInfo:
     preprocessing: str
 
 
-OFFLINE_EXTRACTORS = ("efficientnet-lite0", "logmel")
+OFFLINE_EXTRACTORS = ("efficientnet-lite0", "logmel", "flow-hist")
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -8,7 +8,8 @@ skips the clips already done.
 Layout::
 
     FEATURES_DIR/manifest.json      settings + one entry per finished clip
-    FEATURES_DIR/clips/<id>.safetensors   video [T, dv], audio [T, da], times [T] (seconds)
+    FEATURES_DIR/clips/<id>.safetensors   video [T, dv], audio [T, da], times [T] (seconds),
+                                          motion [T, dm] where the cache has a motion stream
     FEATURES_DIR/failures.json      files that could not be decoded, with the reason
 """
 
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from avar.datasets.folders import ClipEntry, clip_path_of
 from avar.features.base import Extractor
-from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps, resize_rgb
+from avar.media.decode import ClipSteps, MediaError, MotionPairs, check_step, decode_steps, resize_rgb
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
@@ -46,9 +47,16 @@ MANIFEST_EVERY = 20
 log = logging.getLogger(__name__)
 
 
+STREAMS = ("video", "motion", "audio")
+"""The streams a cache can hold, in the order a run reads them: appearance (``video``), motion
+(optical flow, :mod:`avar.features.motion`) and sound. ``motion`` is optional (caches made
+before it, or with ``--motion none``, have none)."""
+
+
 @dataclass
 class StepFeatures:
-    """Cached features of one clip: ``video [T, dv]``, ``audio [T, da]`` float32, ``times [T]`` s."""
+    """Cached features of one clip: ``video [T, dv]`` (appearance), ``audio [T, da]`` float32,
+    ``times [T]`` s, and ``motion [T, dm]`` where the cache has a motion stream."""
 
     clip_id: str
     label: str
@@ -60,6 +68,19 @@ class StepFeatures:
     video_missing: bool = False
     group: str | None = None
     """The recording the clip was cut from, where its dataset says (``ClipEntry.group``)."""
+    motion: np.ndarray | None = None
+
+    def visual(self, motion: bool) -> np.ndarray:
+        """The visual side a run reads: appearance, with the motion stream's columns after it
+        when ``motion`` is asked for (:func:`visual_side`)."""
+        return visual_side(self.video, self.motion if motion else None)
+
+
+def visual_side(video: np.ndarray, motion: np.ndarray | None) -> np.ndarray:
+    """``[T, dv + dm]``: appearance then motion, the visual input of a run that reads motion
+    (the heads split it again, :class:`avar.methods.streams.StreamFusion`); ``video`` alone
+    when ``motion`` is None."""
+    return video if motion is None else np.hstack([video, motion]).astype(np.float32)
 
 
 @dataclass
@@ -122,13 +143,18 @@ def extractor_record(extractor: Extractor, weights: str | None) -> dict:
     return {"name": extractor.name, "version": extractor.version, "dim": int(extractor.dim), "weights": weights}
 
 
-def features_from_steps(steps: ClipSteps, video: Extractor, audio: Extractor) -> tuple[np.ndarray, np.ndarray]:
-    """Run both backbones over every step of a clip, in batches: ``[T, dv]``, ``[T, da]``."""
+def features_from_steps(steps: ClipSteps, video: Extractor, audio: Extractor, motion: Extractor | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Run the backbones over every step of a clip, in batches: ``[T, dv]``, ``[T, da]`` and,
+    with a ``motion`` extractor (the steps decoded with its ``sampling``), ``[T, dm]``."""
 
     def batched(extractor, data):
-        return np.concatenate([extractor(data[i : i + BATCH]) for i in range(0, len(data), BATCH)])
+        return np.concatenate([extractor(data[i : i + BATCH]) for i in range(0, len(data), BATCH)]).astype(np.float32)
 
-    return batched(video, steps.frames).astype(np.float32), batched(audio, steps.audio).astype(np.float32)
+    if motion is not None and steps.motion is None:
+        raise ValueError(f"{steps.path}: decoded without motion pairs; decode with the motion extractor's sampling")
+    m = None if motion is None else batched(motion, steps.motion)
+    return batched(video, steps.frames), batched(audio, steps.audio), m
 
 
 NAME_BYTES = 200
@@ -171,12 +197,13 @@ def _clip_record(entry: ClipEntry, steps: ClipSteps) -> dict:
     }
 
 
-def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, times: np.ndarray) -> dict:
-    write_atomic(path, save(
-        {"video": np.ascontiguousarray(video, np.float32), "audio": np.ascontiguousarray(audio, np.float32),
-         "times": np.ascontiguousarray(times, np.float64)},
-        metadata={"record": json.dumps(record)},
-    ))
+def _save_clip(path: Path, record: dict, video: np.ndarray, audio: np.ndarray, times: np.ndarray,
+               motion: np.ndarray | None = None) -> dict:
+    arrays = {"video": np.ascontiguousarray(video, np.float32), "audio": np.ascontiguousarray(audio, np.float32),
+              "times": np.ascontiguousarray(times, np.float64)}
+    if motion is not None:
+        arrays["motion"] = np.ascontiguousarray(motion, np.float32)
+    write_atomic(path, save(arrays, metadata={"record": json.dumps(record)}))
     return record
 
 
@@ -187,7 +214,8 @@ def _adopt_legacy(out_dir: Path, entry: ClipEntry, path: Path) -> dict | None:
     if record is None or record.get("path") != str(entry.path):
         return None
     arrays = load_file(str(legacy))
-    record = _save_clip(path, {**record, "clip_id": entry.clip_id}, arrays["video"], arrays["audio"], arrays["times"])
+    record = _save_clip(path, {**record, "clip_id": entry.clip_id}, arrays["video"], arrays["audio"], arrays["times"],
+                        arrays.get("motion"))
     legacy.unlink()
     return record
 
@@ -213,6 +241,7 @@ def extract_dataset(
     progress: bool = True,
     unlisted: list[dict] | None = None,
     anonymize=None,
+    motion: Extractor | None = None,
 ) -> ExtractSummary:
     """Extract and cache features for ``entries``; resumes, and survives bad files.
 
@@ -222,13 +251,14 @@ def extract_dataset(
     ``avar.anonymize.cover.AnonymizeConfig``) covers faces and plates in every step's frame, at
     the source's resolution, before the backbone sees it. The same cache is written, to the
     same layout, by :func:`avar.features.distributed.extract_dataset_ray` on a Ray cluster;
-    either resumes what the other began.
+    either resumes what the other began. ``motion`` (a motion extractor, e.g. ``flow-hist``)
+    adds a motion stream from frame pairs kept in the same decoding pass.
     """
     out_dir = check_out_dir(entries, out_dir)
     step = check_step(step)
     with disk_full_message(out_dir):
         return _extract(entries, out_dir, video, audio, step, video_weights, audio_weights, progress, unlisted or [],
-                        anonymize)
+                        anonymize, motion)
 
 
 def check_out_dir(entries: list[ClipEntry], out_dir: Path | str) -> Path:
@@ -263,11 +293,12 @@ def disk_full_message(out_dir: Path):
         raise
 
 
-def cache_settings(step: float, video: dict, audio: dict, anonymize) -> dict:
+def cache_settings(step: float, video: dict, audio: dict, anonymize, motion: dict | None = None) -> dict:
     """What makes two caches' features comparable: a cache holds features of one setting only.
-    ``video`` / ``audio`` are :func:`extractor_record` dicts."""
+    ``video`` / ``audio`` / ``motion`` are :func:`extractor_record` dicts (``motion`` None: no
+    motion stream, as in caches made before it existed)."""
     # Anonymised features differ from raw ones: a cache is one or the other.
-    return {"step": step, "video": video, "audio": audio,
+    return {"step": step, "video": video, "audio": audio, "motion": motion,
             "anonymize": asdict(anonymize) if anonymize is not None else None}
 
 
@@ -281,6 +312,8 @@ def open_cache(entries: list[ClipEntry], out_dir: Path, settings: dict) -> tuple
             raise ValueError(
                 f"{out_dir} holds features made with other settings "
                 f"({ {k: old.get(k) for k in settings} }); pass a new --out directory"
+                + (" (or --motion none to resume a cache made without a motion stream)"
+                   if settings.get("motion") and not old.get("motion") else "")
             )
     out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, dict] = {}
@@ -307,14 +340,16 @@ def write_manifest(out_dir: Path, settings: dict, runtimes: dict, entries: list[
     write_json_atomic(out_dir / FAILURES, failures)
 
 
-def decode_clip(entry: ClipEntry, step: float, size: tuple[int, int] | None, anonymizer=None
+def decode_clip(entry: ClipEntry, step: float, size: tuple[int, int] | None, anonymizer=None, motion=None
                 ) -> tuple[ClipSteps | MediaError, list[str]]:
-    """One clip's steps, frames resized to ``size`` (the video backbone's input), and the
-    decoder's warnings; a file that cannot be decoded gives its ``MediaError`` instead."""
+    """One clip's steps, frames resized to ``size`` (the video backbone's input), with the frame
+    pairs ``motion`` (a ``MotionSampling``) asks for, and the decoder's warnings; a file that
+    cannot be decoded gives its ``MediaError`` instead. Anonymisation covers the appearance
+    frames; the motion pairs (small, gray, never stored) are not covered."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            steps = decode_steps(entry.path, step, None if anonymizer else size)
+            steps = decode_steps(entry.path, step, None if anonymizer else size, motion)
         if anonymizer is not None:
             steps.frames = np.stack([resize_rgb(anonymizer.frame(f), size) for f in steps.frames])
         return steps, [str(w.message) for w in caught]
@@ -322,20 +357,26 @@ def decode_clip(entry: ClipEntry, step: float, size: tuple[int, int] | None, ano
         return exc, []
 
 
-def save_features(out_dir: Path, entry: ClipEntry, steps: ClipSteps, video: Extractor, audio: Extractor) -> dict:
+def save_features(out_dir: Path, entry: ClipEntry, steps: ClipSteps, video: Extractor, audio: Extractor,
+                  motion: Extractor | None = None) -> dict:
     """Run the backbones over a decoded clip and write its cache file (atomically); its record."""
-    v, a = features_from_steps(steps, video, audio)
-    return _save_clip(_clip_file(out_dir, entry.clip_id), _clip_record(entry, steps), v, a, steps.times)
+    v, a, m = features_from_steps(steps, video, audio, motion)
+    return _save_clip(_clip_file(out_dir, entry.clip_id), _clip_record(entry, steps), v, a, steps.times, m)
 
 
 def runtimes_of(video: Extractor, audio: Extractor) -> dict:
     return {"video": getattr(video, "runtime", "numpy"), "audio": getattr(audio, "runtime", "numpy")}
 
 
+def motion_sampling(motion: Extractor | None):
+    """The frame pairs the decoder must keep for ``motion`` (None: no motion stream)."""
+    return None if motion is None else motion.sampling
+
+
 def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, audio_weights, progress: bool,
-             unlisted: list[dict], anonymize) -> ExtractSummary:
+             unlisted: list[dict], anonymize, motion) -> ExtractSummary:
     settings = cache_settings(step, extractor_record(video, video_weights), extractor_record(audio, audio_weights),
-                              anonymize)
+                              anonymize, None if motion is None else extractor_record(motion, None))
     anonymizer = anonymize.build() if anonymize is not None else None
     records, todo = open_cache(entries, out_dir, settings)
     skipped = len(records)
@@ -347,13 +388,14 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
 
     # Decode the next clip in a thread while the backbones run on this one.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(decode_clip, e, step, size, anonymizer) for e in todo[:2]]
+        sampling = motion_sampling(motion)
+        pending = [pool.submit(decode_clip, e, step, size, anonymizer, sampling) for e in todo[:2]]
         log.info("%d clips to extract, %d already done -> %s", len(todo), skipped, out_dir)
         bar = tqdm(total=len(todo), desc="extract", unit="clip", disable=not progress)
         for i, entry in enumerate(todo):
             result, notes = pending[i].result()
             if i + 2 < len(todo):
-                pending.append(pool.submit(decode_clip, todo[i + 2], step, size, anonymizer))
+                pending.append(pool.submit(decode_clip, todo[i + 2], step, size, anonymizer, sampling))
             pending[i] = None
             if isinstance(result, MediaError):
                 failures.append({"path": str(entry.path), "reason": result.reason})
@@ -361,7 +403,7 @@ def _extract(entries, out_dir: Path, video, audio, step: float, video_weights, a
             else:
                 for note in notes:
                     log.warning("%s", note)
-                records[entry.clip_id] = save_features(out_dir, entry, result, video, audio)
+                records[entry.clip_id] = save_features(out_dir, entry, result, video, audio, motion)
             bar.update(1)
             if i % MANIFEST_EVERY == MANIFEST_EVERY - 1:
                 save()
@@ -389,10 +431,11 @@ class FeatureSet:
 
     @classmethod
     def create(cls, root: Path | str, clips: Iterable[StepFeatures], *, video: dict, audio: dict, step: float = 1.0,
-               records: dict[str, dict] | None = None) -> "FeatureSet":
+               records: dict[str, dict] | None = None, motion: dict | None = None) -> "FeatureSet":
         """A cache from features computed elsewhere (e.g. a dataset's published features).
 
-        ``video`` / ``audio`` describe the extractors: ``{"name", "version", "dim"}``.
+        ``video`` / ``audio`` (and ``motion``, where the clips carry it) describe the extractors:
+        ``{"name", "version", "dim"}``.
         ``clips`` may be a generator, so a large dataset never sits in memory at once.
         ``records`` adds JSON fields to a clip's manifest entry by clip id (e.g. its
         frame-level ground truth, ``{"truth": {...}}``).
@@ -406,15 +449,21 @@ class FeatureSet:
                 "audio_missing": clip.audio_missing, "video_missing": clip.video_missing,
                 **(records or {}).get(clip.clip_id, {}),
             }
-            records_out.append(_save_clip(_clip_file(root, clip.clip_id), record, clip.video, clip.audio, clip.times))
+            records_out.append(_save_clip(_clip_file(root, clip.clip_id), record, clip.video, clip.audio, clip.times,
+                                          clip.motion if motion is not None else None))
         manifest = {"step": step, "video": {"weights": None, **video}, "audio": {"weights": None, **audio},
-                    "clips": records_out}
+                    "motion": None if motion is None else {"weights": None, **motion}, "clips": records_out}
         write_json_atomic(root / MANIFEST, manifest)
         return cls(root, manifest)
 
     @property
     def clips(self) -> list[dict]:
         return self.manifest["clips"]
+
+    @property
+    def has_motion(self) -> bool:
+        """Whether the cache holds a motion stream (``manifest['motion']``)."""
+        return bool(self.manifest.get("motion"))
 
     @property
     def classes(self) -> list[str]:
@@ -434,10 +483,12 @@ class FeatureSet:
             arrays = load_file(str(path))
         except Exception as exc:  # the parser's errors on damaged bytes have no common base
             raise ValueError(f"{path}: damaged feature cache entry ({' '.join(str(exc).split())[:200]}); {fix}") from None
-        video, audio, times = (arrays.get(k) for k in ("video", "audio", "times"))
+        video, audio, times, motion = (arrays.get(k) for k in ("video", "audio", "times", "motion"))
         if (video is None or audio is None or times is None or video.ndim != 2 or audio.ndim != 2 or times.ndim != 1
                 or not len(video) == len(audio) == len(times)):
             raise ValueError(f"{path}: not a feature cache entry (video [T, dv], audio [T, da], times [T]); {fix}")
+        if self.has_motion and (motion is None or motion.ndim != 2 or len(motion) != len(times)):
+            raise ValueError(f"{path}: lacks the motion stream [T, dm] its cache's manifest names; {fix}")
         return StepFeatures(
             clip_id=clip["clip_id"],
             label=clip["label"],
@@ -448,6 +499,7 @@ class FeatureSet:
             audio_missing=clip.get("audio_missing", False),
             video_missing=clip.get("video_missing", False),
             group=clip.get("group"),
+            motion=motion if self.has_motion else None,
         )
 
     def split(self, name: str) -> list[StepFeatures]:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from avar.cluster import RayEngine, task_error
 from avar.datasets.folders import ClipEntry
 from avar.features.cache import (DISK_FULL, MANIFEST_EVERY, ExtractSummary, cache_settings, check_out_dir,
-                                 decode_clip, disk_full_error, disk_full_message, extractor_record, open_cache,
-                                 save_features, write_manifest)
+                                 decode_clip, disk_full_error, disk_full_message, extractor_record, motion_sampling,
+                                 open_cache, save_features, write_manifest)
 from avar.media.decode import MediaError, check_step
 
 ATTEMPTS = 2
@@ -53,15 +53,18 @@ class ExtractorSpec:
 class ClipWorker:
     """One extraction worker (a Ray actor): its backbones, loaded once, and the cache folder."""
 
-    def __init__(self, video: ExtractorSpec, audio: ExtractorSpec, out_dir: str, step: float, anonymize, threads: int):
+    def __init__(self, video: ExtractorSpec, audio: ExtractorSpec, out_dir: str, step: float, anonymize, threads: int,
+                 motion: ExtractorSpec | None = None):
         import ray
         import torch
 
         torch.set_num_threads(threads)
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.video, self.audio = video.build(self.device), audio.build(self.device)
+        self.motion = None if motion is None else motion.build(self.device)
         self.records = {"video": extractor_record(self.video, video.weights),
-                        "audio": extractor_record(self.audio, audio.weights)}
+                        "audio": extractor_record(self.audio, audio.weights),
+                        "motion": None if motion is None else extractor_record(self.motion, None)}
         self.out_dir, self.step = Path(out_dir), step
         self.anonymizer = anonymize.build() if anonymize is not None else None
 
@@ -77,11 +80,11 @@ class ClipWorker:
         ``{"reason"}`` for a file that cannot be decoded, or ``{"disk_full"}``."""
         start = time.perf_counter()
         steps, notes = decode_clip(replace(entry, path=Path(source)), self.step,
-                                   getattr(self.video, "input_size", None), self.anonymizer)
+                                   getattr(self.video, "input_size", None), self.anonymizer, motion_sampling(self.motion))
         if isinstance(steps, MediaError):
             return {"reason": steps.reason}
         try:
-            record = save_features(self.out_dir, entry, steps, self.video, self.audio)
+            record = save_features(self.out_dir, entry, steps, self.video, self.audio, self.motion)
         except OSError as exc:
             if exc.errno in DISK_FULL:
                 return {"disk_full": exc.filename}
@@ -101,6 +104,7 @@ def extract_dataset_ray(
     unlisted: list[dict] | None = None,
     anonymize=None,
     worker: type = ClipWorker,
+    motion: ExtractorSpec | None = None,
 ) -> ExtractSummary:
     """:func:`avar.features.cache.extract_dataset` on a Ray cluster: the same cache, layout and
     summary. ``out_dir`` and every entry's path must be the same folder on every node (a shared
@@ -111,7 +115,7 @@ def extract_dataset_ray(
     engine = engine or RayEngine()
     ray = engine.connect()
     actor = ray.remote(num_cpus=engine.cpus_per_worker, num_gpus=engine.gpus_per_worker)(worker)
-    pool = _Pool(ray, lambda: actor.remote(video, audio, str(out_dir.resolve()), step, anonymize, engine.threads))
+    pool = _Pool(ray, lambda: actor.remote(video, audio, str(out_dir.resolve()), step, anonymize, engine.threads, motion))
     try:
         with disk_full_message(out_dir):
             return _drive(ray, engine, pool, entries, out_dir, step, progress, list(unlisted or []), anonymize)
@@ -147,7 +151,7 @@ def _drive(ray, engine: RayEngine, pool: _Pool, entries, out_dir: Path, step: fl
     # pool is started for what is left to do.
     pool.add()
     first = _first_description(ray, pool)
-    settings = cache_settings(step, first["video"], first["audio"], anonymize)
+    settings = cache_settings(step, first["video"], first["audio"], anonymize, first["motion"])
     records, todo = open_cache(entries, out_dir, settings)
     skipped = len(records)
     pool.add(engine.width(ray, max(1, len(todo))) - 1)
@@ -180,7 +184,7 @@ def _drive(ray, engine: RayEngine, pool: _Pool, entries, out_dir: Path, step: fl
         if ref in pool.starting:
             actor = pool.starting.pop(ref)
             description = _described(ray, ref)
-            if {k: description[k] for k in ("video", "audio")} != {k: first[k] for k in ("video", "audio")}:
+            if {k: description[k] for k in ("video", "audio", "motion")} != {k: first[k] for k in ("video", "audio", "motion")}:
                 raise RuntimeError(f"Ray worker on {description['host']} built other extractors ({description}) "
                                    f"than the first ({first}); give every node the same weights")
             for k, v in description["runtimes"].items():

@@ -6,6 +6,11 @@ centre (the last frame whose timestamp is at or before it) and its sound is ever
 inside the step, resampled to 16 kHz mono. Selecting by timestamps rather than frame or sample
 counts keeps variable frame rates, late-starting streams and any audio rate in sync.
 
+For a motion stream (``MotionSampling``) the same pass also keeps, at a few evenly spaced times
+inside each step, the frame on screen then and the frame after it, small and gray: the pairs
+dense optical flow is computed on (``avar.features.motion``). A pair is complete once the
+frame after its time has arrived, so the stream stays causal.
+
 ``iter_steps`` streams the steps as soon as each is complete (files, URLs, devices: what
 ``avar watch`` reads); ``decode_steps`` collects them for a whole file (what ``avar extract``
 and ``avar predict`` read), so the two can never disagree.
@@ -48,6 +53,40 @@ class MediaError(RuntimeError):
         super().__init__(f"{path}: {reason}")
 
 
+@dataclass(frozen=True)
+class MotionSampling:
+    """Which frames a motion stream reads: ``pairs`` times per step, evenly spaced (pair ``j`` of
+    step ``i`` at ``(i + (j + 0.5) / pairs) * step`` s), each giving the frame on screen then and
+    the next frame, converted to gray at ``width`` pixels (height by the aspect ratio, even)."""
+
+    pairs: int = 4
+    width: int = 160
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1 or self.width < 8:
+            raise ValueError(f"motion sampling needs pairs >= 1 and width >= 8, got {self.pairs}, {self.width}")
+
+
+@dataclass
+class MotionPairs:
+    """The frame pairs of ``N`` steps: ``frames uint8 [N, P, 2, h, w]`` gray (the frame on screen
+    at each sample time and the next one) and ``dt float32 [N, P]``, the seconds between the two;
+    ``dt`` is 0 where no pair exists (before the first frame, after the last, no video)."""
+
+    frames: np.ndarray
+    dt: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dt)
+
+    def __getitem__(self, index) -> "MotionPairs":
+        return MotionPairs(self.frames[index], self.dt[index])
+
+    @staticmethod
+    def stack(steps: list["MotionPairs"]) -> "MotionPairs":
+        return MotionPairs(np.concatenate([s.frames for s in steps]), np.concatenate([s.dt for s in steps]))
+
+
 @dataclass
 class ClipSteps:
     """One media file cut into ``T`` time steps.
@@ -68,6 +107,8 @@ class ClipSteps:
     video_missing: bool = False
     audio_partial: bool = False
     """Sound covers only part of the clip: the steps after it hold zeros."""
+    motion: MotionPairs | None = None
+    """Each step's frame pairs, when decoded with a ``MotionSampling`` (``[T, P, 2, h, w]``)."""
 
     @property
     def n_steps(self) -> int:
@@ -128,10 +169,14 @@ class CentreFrames:
     """
 
     def __init__(self, origin: float, step: float, size: tuple[int, int] | None, source: str = "",
-                 rate: float | None = None):
+                 rate: float | None = None, motion: MotionSampling | None = None):
         self.origin, self.step, self.size, self.source = origin, step, size, source
+        self.motion = motion
+        self.pairs: list[tuple] = []  # (earlier frame, later frame, dt) per sample time, in order
+        self.pair_size: tuple[int, int] | None = None
         self.kept: list[np.ndarray] = []
         self.prev = None
+        self.prev_time = 0.0  # the previous frame's time on the closed timeline
         self.first_time: float | None = None
         self.last_time: float | None = None
         self.shift = 0.0  # seconds taken off every later timestamp, closing jumps
@@ -155,6 +200,41 @@ class CentreFrames:
 
     def _centre(self, i: int) -> float:
         return self.origin + (i + 0.5) * self.step
+
+    def _sample(self, k: int) -> float:
+        """The time of motion pair ``k`` (pair ``k % pairs`` of step ``k // pairs``)."""
+        p = self.motion.pairs
+        return self.origin + (k // p + (k % p + 0.5) / p) * self.step
+
+    def gray(self, frame) -> np.ndarray:
+        if frame is SKIPPED:
+            raise RuntimeError(f"{self.source}: a frame the decoder skipped was to be read for motion; "
+                               "CentreFrames.plan let through a frame a motion pair needs")
+        return frame.to_ndarray(format="gray", width=self.pair_size[0], height=self.pair_size[1])
+
+    def _needed_by_motion(self, lo: float, hi: float) -> bool:
+        """Whether a motion pair reads a frame shown in ``[lo, hi]``: one whose sample time lies
+        there, or the frame right after one (up to 1.5 frame intervals before ``lo``)."""
+        if self.motion is None:
+            return False
+        p = self.motion.pairs
+        k = max(0, math.floor((lo - 1.5 * self.nominal - self.origin) / self.step * p - 0.5))
+        while self._sample(k) < lo - 1.5 * self.nominal:
+            k += 1
+        return self._sample(k) <= hi
+
+    def pairs_ready(self, i: int) -> bool:
+        """Whether step ``i``'s motion pairs are all complete (always, without motion)."""
+        return self.motion is None or len(self.pairs) >= (i + 1) * self.motion.pairs
+
+    def take_pairs(self, i: int) -> MotionPairs | None:
+        """Step ``i``'s pairs, handed over (their slots keep the index, memory stays bounded)."""
+        if self.motion is None:
+            return None
+        p = self.motion.pairs
+        taken = self.pairs[i * p:(i + 1) * p]
+        self.pairs[i * p:(i + 1) * p] = [None] * len(taken)
+        return _pairs_of(taken, p, self.pair_size)
 
     def plan(self, t: float | None) -> bool:
         """Whether the video packet shown at ``t`` seconds (its pts, None if unknown) may be
@@ -182,7 +262,7 @@ class CentreFrames:
         i = max(0, math.floor((t - margin - self.origin) / self.step - 0.5))
         while self._centre(i) < t - margin:
             i += 1
-        if self._centre(i) <= following + margin:
+        if self._centre(i) <= following + margin or self._needed_by_motion(t - margin, following + margin):
             return False
         bisect.insort(self.pending, t)
         return True
@@ -210,6 +290,13 @@ class CentreFrames:
             self.skipped += 1
             self._place(self.pending.pop(0), SKIPPED)
 
+    def close_pairs(self, n_steps: int) -> None:
+        """Fill the motion pairs of the first ``n_steps`` steps that no later frame completed
+        (the stream ended): no motion known there (``dt`` 0)."""
+        if self.motion is not None:
+            while len(self.pairs) < n_steps * self.motion.pairs:
+                self.pairs.append(("end",))
+
     def _place(self, t: float, frame) -> None:
         t -= self.shift
         if self.last_time is not None:
@@ -224,12 +311,39 @@ class CentreFrames:
                 self.interval = gap
         if self.first_time is None:
             self.first_time = t
+            if self.motion is not None:
+                w = self.motion.width
+                self.pair_size = (w, max(2, int(round(frame.height * w / frame.width / 2)) * 2))
         self.last_time = t if self.last_time is None else max(self.last_time, t)
         # Centres before this frame show the previous frame (or this one, if none came yet).
         while self._centre(len(self.kept)) < t:
             shown = self.prev if self.prev is not None else frame
             self.kept.append(self.rgb(shown))
+        # A sample time before this frame: the frame on screen then, and this one after it.
+        while self.motion is not None and self._sample(len(self.pairs)) < t:
+            if self.prev is None:
+                self.pairs.append(("start",))
+            else:
+                self.pairs.append((self.gray(self.prev), self.gray(frame), t - self.prev_time))
         self.prev = frame
+        self.prev_time = t
+
+
+MIN_PAIR_DT = 1.0 / 240
+"""Floor of a pair's time gap (s): frames stamped out of order or twice still give finite flow."""
+
+
+def _pairs_of(taken: list, pairs: int, size: tuple[int, int] | None) -> MotionPairs:
+    """One step's ``MotionPairs`` from its ``CentreFrames.pairs`` slots: a tuple of two frames
+    and a gap is a pair; anything else (before the first frame, after the last) has none."""
+    w, h = size or (8, 8)
+    frames = np.zeros((1, pairs, 2, h, w), np.uint8)
+    dt = np.zeros((1, pairs), np.float32)
+    for j, item in enumerate(taken):
+        if item is not None and len(item) == 3:
+            frames[0, j, 0], frames[0, j, 1] = item[0], item[1]
+            dt[0, j] = max(item[2], MIN_PAIR_DT)
+    return MotionPairs(frames, dt)
 
 
 def resize_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -260,6 +374,8 @@ class StepMedia:
     audio_missing: bool = False
     """No sound in this step: the source has none, or its sound ended before the step."""
     video_missing: bool = False
+    motion: MotionPairs | None = None
+    """The step's frame pairs (one step: ``[1, P, 2, h, w]``) when a ``MotionSampling`` was asked for."""
 
 
 def iter_steps(
@@ -270,6 +386,7 @@ def iter_steps(
     opener: Opener = av.open,
     decode_all: bool = False,
     stats: DecodeStats | None = None,
+    motion: MotionSampling | None = None,
 ) -> Iterator[StepMedia]:
     """Stream ``source`` (a file, URL or device FFmpeg can open) as ``StepMedia``, one per step.
 
@@ -278,8 +395,9 @@ def iter_steps(
     The decoder skips non-reference frames no step can show (``CentreFrames.plan``); the steps
     are the same as with ``decode_all=True``, which decodes every frame (the reference the
     tests and ``benchmarks/decode_speed.py`` compare against). ``stats``, if given, is filled
-    with what decoding cost. Raises ``MediaError`` naming the source when it cannot be opened
-    or decoding fails.
+    with what decoding cost. ``motion`` also hands over each step's frame pairs
+    (``StepMedia.motion``), once the frame after its last sample time has arrived. Raises
+    ``MediaError`` naming the source when it cannot be opened or decoding fails.
     """
     check_step(step)
     try:
@@ -288,13 +406,13 @@ def iter_steps(
         raise MediaError(source, f"cannot open as media ({exc}); is it a video file, URL or device FFmpeg can read?")
     with container:
         try:
-            yield from _stream(container, str(source), step, frame_size, decode_all, stats or DecodeStats())
+            yield from _stream(container, str(source), step, frame_size, decode_all, stats or DecodeStats(), motion)
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
             raise MediaError(source, f"decoding failed ({exc}); the file may be truncated or the stream dropped")
 
 
 def _stream(container, source: str, step: float, frame_size, decode_all: bool,
-            stats: DecodeStats) -> Iterator[StepMedia]:
+            stats: DecodeStats, motion: MotionSampling | None) -> Iterator[StepMedia]:
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
@@ -306,7 +424,7 @@ def _stream(container, source: str, step: float, frame_size, decode_all: bool,
     frames = None
     if video is not None:
         rate = video.average_rate or video.guessed_rate
-        frames = CentreFrames(origin, step, frame_size, source, None if decode_all else rate)
+        frames = CentreFrames(origin, step, frame_size, source, None if decode_all else rate, motion)
         video.thread_type = "AUTO"
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if audio else None
     # The track from ``base`` (a sample index on the source's timeline, 0 = origin) onwards;
@@ -340,7 +458,10 @@ def _stream(container, source: str, step: float, frame_size, decode_all: bool,
         part = track[max(lo, 0) : hi]
         clip[: len(part)] = part
         track, base = track[max(hi, 0) :], max(base, (i + 1) * per_step)
-        return StepMedia(round(i * step, 6), round(end, 6), frame, clip, missing, frames is None)
+        pairs = None
+        if motion is not None:
+            pairs = frames.take_pairs(i) if frames is not None else _pairs_of([], motion.pairs, None)
+        return StepMedia(round(i * step, 6), round(end, 6), frame, clip, missing, frames is None, pairs)
 
     def frame_of(i: int) -> np.ndarray:
         if frames is None:
@@ -371,7 +492,7 @@ def _stream(container, source: str, step: float, frame_size, decode_all: bool,
                 if audio_start is None:
                     audio_start = frame.time if frame.time is not None else origin
                 add_audio(resampler.resample(frame))
-        while (frames is None or len(frames.kept) > done) and audio_ready(done):
+        while (frames is None or (len(frames.kept) > done and frames.pairs_ready(done))) and audio_ready(done):
             yield take(done, (done + 1) * step, frame_of(done), audio is None)
             done += 1
 
@@ -404,6 +525,7 @@ def _stream(container, source: str, step: float, frame_size, decode_all: bool,
     if frames is not None:
         while len(frames.kept) < n:
             frames.kept.append(frames.rgb(frames.prev))
+        frames.close_pairs(n)
     for i in range(done, n):
         # A step starting after the last sample has no sound at all.
         silent = audio_missing or i * step >= audio_end - origin
@@ -430,9 +552,11 @@ def probe(path: Path | str, step: float = 1.0) -> float:
 
 
 def decode_steps(
-    path: Path | str, step: float = 1.0, frame_size: tuple[int, int] | None = None
+    path: Path | str, step: float = 1.0, frame_size: tuple[int, int] | None = None,
+    motion: MotionSampling | None = None,
 ) -> ClipSteps:
-    """Decode a whole file into ``ClipSteps``; ``frame_size`` (width, height) resizes frames.
+    """Decode a whole file into ``ClipSteps``; ``frame_size`` (width, height) resizes frames,
+    ``motion`` keeps each step's frame pairs too (``ClipSteps.motion``).
 
     The same steps as :func:`iter_steps`, collected. Raises ``MediaError`` naming the file
     when it cannot be opened or decoded.
@@ -441,7 +565,7 @@ def decode_steps(
     check_step(step)
     if not path.is_file():
         raise MediaError(path, "no such file")
-    steps = list(iter_steps(path, step, frame_size))
+    steps = list(iter_steps(path, step, frame_size, motion=motion))
     return ClipSteps(
         path=path,
         step=step,
@@ -452,4 +576,5 @@ def decode_steps(
         audio_missing=all(s.audio_missing for s in steps),
         video_missing=steps[-1].video_missing,
         audio_partial=any(s.audio_missing for s in steps) and not all(s.audio_missing for s in steps),
+        motion=None if motion is None else MotionPairs.stack([s.motion for s in steps]),
     )

@@ -43,6 +43,10 @@ class StreamConfig(JsonConfig):
     modality_dropout: float = 0.3
     """'projected' with both streams only: probability that a training window sees one
     stream alone (the other zeroed), so each stream's path learns on its own."""
+    motion_dim: int = 0
+    """Columns at the end of the video input that are the motion stream (optical flow,
+    :mod:`avar.features.motion`; 0: none). 'projected' gives them their own normalisation and
+    projection, a third stream beside appearance and sound; 'concat' reads them as video."""
 
     def __post_init__(self) -> None:
         check_stream_fields(self)
@@ -51,7 +55,7 @@ class StreamConfig(JsonConfig):
         """Width of the fused per-step feature that enters the head for ``modality``:
         ``stream_width`` per stream when projected, the raw widths concatenated otherwise."""
         if self.stream_fusion == "projected":
-            return self.stream_width * len(self.modality)
+            return self.stream_width * (len(self.modality) + (1 if self.motion_dim and "v" in self.modality else 0))
         return {
             "av": self.video_dim + self.audio_dim,
             "a": self.audio_dim,

@@ -63,6 +63,9 @@ class LateFusionConfig(JsonConfig):
     """Width of one audio step's feature (wav2vec2-base hidden size)."""
     num_classes: int = 10
     """Anomaly classes (VAAR has 10, including 'normal')."""
+    motion_dim: int = 0
+    """Motion columns at the end of the video input, the video branch's third stream
+    (:attr:`avar.methods.config_base.StreamConfig.motion_dim`)."""
     weight_gain: float = 10.0
     """'learned' only: multiplies ``theta`` inside the sigmoid, i.e. the fusion weights'
     learning rate under Adam, which moves each parameter by about ``lr`` per step whatever
@@ -81,7 +84,7 @@ class LateFusionConfig(JsonConfig):
                 f"LateFusionConfig.mode must be one of {LATE_MODES}, got {self.mode!r}"
             )
         reserved = sorted(
-            {"kind", "modality", "video_dim", "audio_dim", "num_classes"} & set(self.branch)
+            {"kind", "modality", "video_dim", "audio_dim", "num_classes", "motion_dim"} & set(self.branch)
         )
         if reserved:
             raise ValueError(
@@ -110,6 +113,7 @@ class LateFusionConfig(JsonConfig):
             audio_dim=self.audio_dim,
             num_classes=self.num_classes,
             modality=modality,
+            motion_dim=self.motion_dim,
             **self.branch,
         )
 
@@ -187,6 +191,7 @@ def head_config(
     modality: str = "av",
     fusion: str = "early",
     late_mode: str = "mean",
+    motion_dim: int = 0,
     **overrides: Any,
 ) -> HeadConfig:
     """The config for head ``kind`` on these features; ``overrides`` set the kind's own
@@ -206,10 +211,11 @@ def head_config(
                 "use fusion='early' for a single-stream head"
             )
         return LateFusionConfig(head=kind, mode=late_mode, branch=dict(overrides),
-                                video_dim=video_dim, audio_dim=audio_dim, num_classes=num_classes)
+                                video_dim=video_dim, audio_dim=audio_dim, num_classes=num_classes,
+                                motion_dim=motion_dim)
     config_class = HEADS[kind].config_class
     values = dict(overrides, video_dim=video_dim, audio_dim=audio_dim,
-                  num_classes=num_classes, modality=modality)
+                  num_classes=num_classes, modality=modality, motion_dim=motion_dim)
     if config_class is BaselineConfig:
         if "kind" in overrides:
             raise ValueError("pass the baseline kind as head_config's first argument, not kind=")

@@ -22,10 +22,20 @@ STREAM_FUSIONS = ("projected", "concat")
 dropout, streams concatenated; 'concat': the paper's raw concatenation (Eq. 6)."""
 
 
+def run_streams(modality: str, motion: bool) -> list[str]:
+    """The streams a run reads, by name (``config.json``'s ``streams``): appearance ('video'),
+    'motion' and 'audio', as ``modality`` and the motion choice leave them."""
+    return [name for name, used in (("video", "v" in modality), ("motion", motion and "v" in modality),
+                                    ("audio", "a" in modality)) if used]
+
+
 def check_stream_fields(config) -> None:
     """Validate the fields every stream config shares (``stream_fusion``, ``stream_width``,
-    ``modality_dropout``); ``config``'s class name goes into the message."""
+    ``modality_dropout``, ``motion_dim``); ``config``'s class name goes into the message."""
     name = type(config).__name__
+    if not 0 <= config.motion_dim < config.video_dim:
+        raise ValueError(f"{name}.motion_dim must be in [0, video_dim) (the motion columns of the video input), "
+                         f"got {config.motion_dim} of {config.video_dim}")
     if config.stream_fusion not in STREAM_FUSIONS:
         raise ValueError(f"{name}.stream_fusion must be one of {STREAM_FUSIONS}, got {config.stream_fusion!r}")
     if config.stream_width < 1:
@@ -47,7 +57,7 @@ class StreamFusion(nn.Module):
     """Per-step fusion of the streams ``config.modality`` names -> ``[B, T, out_dim]``.
 
     ``config`` is any head config with ``modality``, ``video_dim``, ``audio_dim``,
-    ``stream_fusion``, ``stream_width`` and ``modality_dropout`` (:class:`AVARNetConfig`,
+    ``motion_dim``, ``stream_fusion``, ``stream_width`` and ``modality_dropout`` (:class:`AVARNetConfig`,
     the baselines' config), so every head fuses the same way.
     """
 
@@ -59,10 +69,16 @@ class StreamFusion(nn.Module):
             ("audio", config.audio_dim, "a" in config.modality),
         ) if wanted]
         self.projected = config.stream_fusion == "projected"
+        # Projected, the motion columns of the video input are a stream of their own.
+        self.motion_dim = config.motion_dim if self.projected and "v" in config.modality else 0
         if self.projected:
+            widths = {name: dim for name, dim in self.streams}
+            if self.motion_dim:
+                widths = {"video": config.video_dim - self.motion_dim, "motion": self.motion_dim,
+                          **{k: v for k, v in widths.items() if k != "video"}}
             self.project = nn.ModuleDict({
                 name: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.stream_width), nn.GELU())
-                for name, dim in self.streams
+                for name, dim in widths.items()
             })
         self.out_dim = config.input_dim()
 
@@ -90,15 +106,28 @@ class StreamFusion(nn.Module):
                     "(only stream_fusion='projected' accepts a missing stream)"
                 )
             return torch.cat(list(tensors.values()), dim=-1)
+        if self.motion_dim and "video" in tensors:
+            video = tensors.pop("video")
+            split = self.config.video_dim - self.motion_dim
+            tensors = {"video": None if video is None else video[..., :split],
+                       "motion": None if video is None else video[..., split:], **tensors}
         parts = []
         for name, tensor in tensors.items():
             if tensor is None:
                 parts.append(present[0].new_zeros(*shape, self.config.stream_width))
             else:
                 parts.append(self.project[name](tensor))
-        if self.training and len(parts) == 2 and self.config.modality_dropout > 0:
-            parts = self._drop_modality(parts)
+        if self.training and len(parts) >= 2 and self.config.modality_dropout > 0:
+            parts = self._drop_modality(parts) if len(parts) == 2 else self._drop_one(parts)
         return torch.cat(parts, dim=-1)
+
+    def _drop_one(self, parts: list[Tensor]) -> list[Tensor]:
+        """Three or more streams: zero one of a window's streams, drawn at random, with
+        probability ``modality_dropout``."""
+        batch = parts[0].shape[0]
+        dropped = torch.rand(batch, device=parts[0].device) < self.config.modality_dropout
+        which = torch.randint(len(parts), (batch,), device=parts[0].device)
+        return [part * (~(dropped & (which == k)))[:, None, None].to(part.dtype) for k, part in enumerate(parts)]
 
     def _drop_modality(self, parts: list[Tensor]) -> list[Tensor]:
         """Zero one stream of a window with probability ``modality_dropout`` (which one at
@@ -112,4 +141,4 @@ class StreamFusion(nn.Module):
                 parts[1] * keep_second[:, None, None].to(parts[1].dtype)]
 
 
-__all__ = ["STREAM_FUSIONS", "StreamFusion", "check_stream_fields"]
+__all__ = ["STREAM_FUSIONS", "StreamFusion", "check_stream_fields", "run_streams"]

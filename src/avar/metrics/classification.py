@@ -98,6 +98,8 @@ class ClassificationReport:
     head can run with a stream missing; set by :func:`avar.methods.avarnet.evaluate.evaluate_run`."""
     fusion_warning: str | None = None
     """Set when the fused accuracy is below the best single stream's."""
+    events: dict | None = None
+    """Event-level figures of the run's stored thresholds (:func:`avar.metrics.events.event_figures`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only: non-finite floats become ``None`` so ``allow_nan=False`` works."""
@@ -119,6 +121,10 @@ class ClassificationReport:
         if self.branch_accuracy:
             summary += [(f"accuracy, {name} branch alone", _fmt(self.branch_accuracy[key]))
                         for key, name in (("a", "audio"), ("v", "video"))]
+        if self.events:
+            from avar.metrics.events import event_rows
+
+            summary += event_rows(self.events)
         lines = _table(["metric", "value"], [list(row) for row in summary])
         lines.append("")
         if self.fusion_warning:

@@ -220,9 +220,9 @@ def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading
             "per-class precision and recall", f"Clip-level precision and recall of every class on the {split} split."),
     ]
 
-    clips = features.split(split)
+    clips = run.read(features.split(split))
     tsne_clips, tsne_scope = (clips, f"the {split} split") if len(clips) >= TSNE_MIN_CLIPS else (
-        [features.load(c) for c in features.clips], "all splits")
+        run.read([features.load(c) for c in features.clips]), "all splits")
     parts.append(f"<{h}>t-SNE of the fused clip features</{h}>")
     if len(tsne_clips) < 3:
         parts.append(f"<p>Too few clips ({len(tsne_clips)}) for a t-SNE map.</p>")
@@ -260,7 +260,7 @@ def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, 
         if table:
             parts.append(_table([title, "videos", *keys], [[name, m["n_videos"], *(_num(m[k]) for k in keys)]
                                                           for name, m in table.items()]))
-    clips = sorted(features.split(split), key=lambda c: (c.label == "normal", c.clip_id))
+    clips = sorted(run.read(features.split(split)), key=lambda c: (c.label == "normal", c.clip_id))
     parts += _score_curves(run, features, clips[:n_curves], assets, f"{run_dir.name}_{split}", h)
     return "\n".join(parts)
 

@@ -58,17 +58,21 @@ def _media(media: Path | str | None) -> Path:
     return media
 
 
-def random_run(video: Extractor, audio: Extractor, step: float = 1.0, seq_len: int = 10) -> Run:
-    """A default-shaped AVAR-Net head with random weights over these extractors' features.
+def random_run(video: Extractor, audio: Extractor, step: float = 1.0, seq_len: int = 10,
+               motion: Extractor | None = None) -> Run:
+    """A default-shaped AVAR-Net head with random weights over these extractors' features
+    (with ``motion``: a motion stream on the visual side too).
 
     Its scores mean nothing; it stands in for a trained head when only speed is measured.
     """
     torch.manual_seed(0)
-    config = head_config("mtcn", video_dim=video.dim, audio_dim=audio.dim, num_classes=len(CLASSES))
-    norm = Normalization(np.zeros(video.dim, np.float32), np.ones(video.dim, np.float32),
+    motion_dim = motion.dim if motion is not None else 0
+    visual = video.dim + motion_dim
+    config = head_config("mtcn", video_dim=visual, audio_dim=audio.dim, num_classes=len(CLASSES), motion_dim=motion_dim)
+    norm = Normalization(np.zeros(visual, np.float32), np.ones(visual, np.float32),
                          np.zeros(audio.dim, np.float32), np.ones(audio.dim, np.float32))
     extractors = {m: {"name": e.name, "version": e.version, "dim": int(e.dim), "weights": None}
-                  for m, e in (("video", video), ("audio", audio))}
+                  for m, e in (("video", video), ("audio", audio), ("motion", motion)) if e is not None}
     return Run(head=build_head(config).eval(), config=config, classes=list(CLASSES), norm=norm,
                seq_len=seq_len, step=step, extractors=extractors)
 
@@ -126,6 +130,7 @@ def run_bench(
     causal: bool = True,
     device: str = "cpu",
     live_steps: int = 15,
+    motion: str | None = None,
 ) -> dict:
     """Time ``media`` (default: the standard clip) through a watcher; the JSON of ``avar bench``.
 
@@ -137,7 +142,7 @@ def run_bench(
     began = time.perf_counter()
     media = _media(media)
     run, extractors, backbones = bench_models(run_dir, video=video, audio=audio, random_weights=random_weights,
-                                              runtime=runtime, device=device)
+                                              runtime=runtime, device=device, motion=motion)
     watcher = Watcher(run, causal=causal, batch=batch, extractors=extractors)
     setup_s = time.perf_counter() - began
 
@@ -168,6 +173,7 @@ def run_bench(
         "queued_latency_p95_ms": round(float(np.percentile(queued, 95)), 2),
         "decode_ms_per_step": round(stats.decode_s * per_step, 2),
         "video_ms_per_step": round(stats.video_s * per_step, 2),
+        "motion_ms_per_step": round(stats.motion_s * per_step, 2),
         "audio_ms_per_step": round(stats.audio_s * per_step, 2),
         "head_ms_per_step": round(stats.head_s * per_step, 2),
         "peak_rss_mb": round(rss.peak_mb, 1),
@@ -177,13 +183,13 @@ def run_bench(
 
 
 def bench_models(run_dir: Path | str | None = None, *, video: str | None = None, audio: str | None = None,
-                 random_weights: bool = False, runtime: str = "auto", device: str = "cpu"):
-    """``(run, (video, audio) extractors, backbones description)`` to time: a run's own head and
-    extractors, or ``video``/``audio`` (default: the offline extractors) and a random head of
-    the default shape."""
+                 random_weights: bool = False, runtime: str = "auto", device: str = "cpu", motion: str | None = None):
+    """``(run, (video, audio, motion) extractors, backbones description)`` to time: a run's own
+    head and extractors, or ``video``/``audio`` (default: the offline extractors), ``motion``
+    (default: none) and a random head of the default shape."""
     if run_dir is not None:
-        if video or audio:
-            raise ValueError("--video/--audio choose backbones for a random head; a run brings its own")
+        if video or audio or motion:
+            raise ValueError("--video/--audio/--motion choose backbones for a random head; a run brings its own")
         run = load_run(run_dir)
         ex = run.extractors
         names = {m: ex[m]["name"] for m in ("video", "audio")}
@@ -197,10 +203,11 @@ def bench_models(run_dir: Path | str | None = None, *, video: str | None = None,
     else:
         extractors = tuple(build_extractor(names[m], weights[m], device, runtime=runtime,
                                            random_weights=random_weights) for m in ("video", "audio"))
+        extractors += (build_extractor(motion) if motion else run.build_motion() if run is not None else None,)
     backbones = {m: {"name": e.name, "runtime": getattr(e, "runtime", "numpy"),
-                     "weights": "random" if random_weights and hasattr(e, "net") else weights[m] or "default"}
-                 for m, e in (("video", extractors[0]), ("audio", extractors[1]))}
-    return run or random_run(*extractors), extractors, backbones
+                     "weights": "random" if random_weights and hasattr(e, "net") else weights.get(m) or "default"}
+                 for m, e in zip(("video", "audio", "motion"), extractors) if e is not None}
+    return run or random_run(*extractors[:2], motion=extractors[2]), extractors, backbones
 
 
 def _setting(backbones: dict, runtime: str, run_dir, run, causal: bool, batch: int) -> dict:
@@ -240,6 +247,7 @@ def run_streams(
     causal: bool = True,
     device: str = "cpu",
     models=None,
+    motion: str | None = None,
 ) -> dict:
     """``streams`` live streams in one watcher, each paced at its own speed (``avar bench
     --streams N``): ``media`` (default: the standard clip) watched ``streams`` times at once, or
@@ -263,7 +271,7 @@ def run_streams(
         raise ValueError(f"--seconds must be positive, got {seconds}")
     run, extractors, backbones = models or bench_models(run_dir, video=video, audio=audio,
                                                         random_weights=random_weights, runtime=runtime,
-                                                        device=device)
+                                                        device=device, motion=motion)
     with tempfile.TemporaryDirectory(prefix="avar-streams-") as tmp:
         if sources is None:
             clip = _media(media)
@@ -326,7 +334,8 @@ def max_streams(run_dir: Path | str | None = None, media: Path | str | None = No
     (``--max-streams``): doubling from ``start`` until one fails, then halving the interval.
     Returns the largest N that held, every trial's summary, and the full result at that N.
     ``progress(trial)`` is called after each trial."""
-    chosen = {k: options.pop(k) for k in ("video", "audio", "random_weights", "runtime", "device") if k in options}
+    chosen = {k: options.pop(k) for k in ("video", "audio", "random_weights", "runtime", "device", "motion")
+              if k in options}
     models = bench_models(run_dir, **chosen)
     trials: dict[int, dict] = {}
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from avar.features.cache import features_from_steps, safe_file_name, write_atomic, write_json_atomic
+from avar.features.cache import features_from_steps, motion_sampling, safe_file_name, write_atomic, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
 from avar.report.plots import plot_score_curve
+from avar.metrics.events import detect_events
 from avar.runs import load_run
+from avar.training.events import run_event_config
 from avar.training.run import FeatureRun
 
 
@@ -43,6 +45,9 @@ class Prediction:
     plot: str | None = None
     records: str | None = None
     """With ``--out``: the file of its step records (``<name>.jsonl``)."""
+    events: list[dict] = field(default_factory=list)
+    """Events at the run's stored thresholds (``start``, ``end``, ``label``, ``peak_score``,
+    ``peak_time``), as ``avar watch`` would open them on this file."""
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +58,7 @@ class Prediction:
             "video_missing": self.video_missing,
             "plot": self.plot,
             "records": self.records,
+            "events": self.events,
             "steps": [s.__dict__ for s in self.steps],
         }
 
@@ -76,24 +82,27 @@ class Predictor:
 
     def __init__(self, run_dir: Path | str, device: str = "cpu", runtime: str = "torch"):
         self.run = load_run(run_dir)
-        self.video, self.audio = self.run.build_extractors(device, runtime)
+        self.video, self.audio, self.motion = self.run.build_extractors(device, runtime)
 
     def predict(self, path: Path | str) -> Prediction:
-        steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None))
-        video, audio = features_from_steps(steps, self.video, self.audio)
-        if not (np.isfinite(video).all() and np.isfinite(audio).all()):
+        steps = decode_steps(path, self.run.step, getattr(self.video, "input_size", None), motion_sampling(self.motion))
+        video, audio, motion = features_from_steps(steps, self.video, self.audio, self.motion)
+        if not all(np.isfinite(x).all() for x in (video, audio, motion) if x is not None):
             raise MediaError(path, "the backbones gave NaN or infinite features for this file")
-        step_p, clip_p = self.run.probabilities(video, audio)
+        step_p, clip_p = self.run.probabilities(self.run.visual(video, motion), audio)
         self.run.check_finite(step_p)
         self.run.check_finite(clip_p)
         classes = self.run.classes
+        records = [step_record(self.run, t, min(t + steps.step, steps.duration), p) for t, p in zip(steps.times, step_p)]
+        events = detect_events(records, run_event_config(self.run), str(path), classes[self.run.normal_index or 0])
         return Prediction(
             path=str(path),
             clip_class=classes[int(clip_p.argmax())],
             clip_probabilities={c: round(float(x), 5) for c, x in zip(classes, clip_p)},
-            steps=[step_record(self.run, t, min(t + steps.step, steps.duration), p) for t, p in zip(steps.times, step_p)],
+            steps=records,
             audio_missing=steps.audio_missing,
             video_missing=steps.video_missing,
+            events=[{k: getattr(e, k) for k in ("start", "end", "label", "peak_score", "peak_time")} for e in events],
         )
 
 

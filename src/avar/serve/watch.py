@@ -40,7 +40,9 @@ import av
 import numpy as np
 
 from avar.features import Extractor
-from avar.media.decode import AUDIO_RATE, MEDIA_EXTENSIONS, MediaError, Opener, StepMedia, iter_steps, resize_rgb
+from avar.features.cache import motion_sampling
+from avar.media.decode import (AUDIO_RATE, MEDIA_EXTENSIONS, MediaError, MotionPairs, Opener, StepMedia, iter_steps,
+                               resize_rgb)
 from avar.serve.predict import StepRecord, step_record
 from avar.serve.events import Event, EventConfig, EventDetector, save_thumbnail, thumbnail_path
 from avar.serve.store import EventStore, write_jsonl
@@ -142,7 +144,7 @@ class Watcher:
         device: str = "cpu",
         runtime: str = "auto",
         batch: int = 8,
-        extractors: tuple[Extractor, Extractor] | None = None,
+        extractors: tuple[Extractor, ...] | None = None,
         anonymize=None,
         lag_after: float = 2.0,
         skip_after: float = 10.0,
@@ -154,7 +156,11 @@ class Watcher:
         if skip_after < lag_after:
             raise ValueError(f"skip_after ({skip_after} s) must be at least lag_after ({lag_after} s)")
         self.run = run if isinstance(run, FeatureRun) else load_run(run)
-        self.video, self.audio = extractors or self.run.build_extractors(device, runtime)
+        built = extractors or self.run.build_extractors(device, runtime)
+        self.video, self.audio = built[:2]
+        self.motion = built[2] if len(built) > 2 else self.run.build_motion()
+        """The motion extractor where the run reads a motion stream (its frame pairs come from the
+        same decoding pass as the frames), else None."""
         self.batch = batch
         self.stats = WatchStats()
         """Time per stage and per-step latency, accumulated over everything watched."""
@@ -292,7 +298,9 @@ class Watcher:
 
     def _push(self, batch: list[tuple[str, StepMedia, float]], states) -> Iterator[tuple[str, StepRecord]]:
         """One backbone call over a batch of steps of any sources, then each source's records."""
-        video, audio = self.features(np.stack([m.frame for _, m, _ in batch]), np.stack([m.audio for _, m, _ in batch]))
+        pairs = MotionPairs.stack([m.motion for _, m, _ in batch]) if self.motion is not None else None
+        video, audio = self.features(np.stack([m.frame for _, m, _ in batch]), np.stack([m.audio for _, m, _ in batch]),
+                                     pairs)
         order: dict[str, list[int]] = {}
         for i, (uri, _, _) in enumerate(batch):
             order.setdefault(uri, []).append(i)
@@ -336,11 +344,11 @@ class Watcher:
     def _steps(self, uri: str, opener) -> Iterator[StepMedia]:
         """The source's steps; with ``anonymize``, each frame covered at full size, then resized
         (in the decoder thread, before features or thumbnails see it)."""
-        size = getattr(self.video, "input_size", None)
+        size, motion = getattr(self.video, "input_size", None), motion_sampling(self.motion)
         if self.anonymizer is None:
-            return iter_steps(uri, self.run.step, size, opener=opener)
+            return iter_steps(uri, self.run.step, size, opener=opener, motion=motion)
         return (replace(m, frame=resize_rgb(self.anonymizer.frame(m.frame), size))
-                for m in iter_steps(uri, self.run.step, None, opener=opener))
+                for m in iter_steps(uri, self.run.step, None, opener=opener, motion=motion))
 
     def warm_up(self) -> None:
         """Run the backbones once on a blank step, so that the first real step does not pay for
@@ -349,8 +357,10 @@ class Watcher:
         self.video(np.zeros((1, height, width, 3), np.uint8))
         self.audio(np.zeros((1, int(round(self.run.step * AUDIO_RATE))), np.float32))
 
-    def features(self, frames: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both backbones on a batch of steps, timed into ``stats``.
+    def features(self, frames: np.ndarray, audio: np.ndarray, pairs: MotionPairs | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The backbones on a batch of steps, timed into ``stats``: the run's video input (the
+        visual side: appearance, then motion from ``pairs`` where the run reads it) and audio.
 
         One after the other, each with all intra-op threads: running them at the same time on
         one thread each was no faster on 2 cores (``benchmarks/realtime.py``).
@@ -358,10 +368,13 @@ class Watcher:
         t0 = time.perf_counter()
         video = self.video(frames)
         t1 = time.perf_counter()
+        motion = self.motion(pairs) if self.motion is not None else None
+        t2 = time.perf_counter()
         sound = self.audio(audio)
         self.stats.video_s += t1 - t0
-        self.stats.audio_s += time.perf_counter() - t1
-        return video, sound
+        self.stats.motion_s += t2 - t1
+        self.stats.audio_s += time.perf_counter() - t2
+        return self.run.visual(video, motion), sound
 
 
 WATCHDOG_INTERVAL = 0.25
@@ -765,6 +778,7 @@ class WatchStats:
     steps: int = 0
     decode_s: float = 0.0
     video_s: float = 0.0
+    motion_s: float = 0.0
     audio_s: float = 0.0
     head_s: float = 0.0
     latencies: list[float] = field(default_factory=list)

@@ -36,6 +36,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from avar.features.cache import StepFeatures, visual_side
 from avar.training.sequences import centred_start, pad_windows
 
 MODEL_FILE = "model.safetensors"
@@ -205,13 +206,18 @@ def check_window(root: Path | str, seq_len, step) -> None:
 
 
 def check_extractors(root: Path | str, extractors) -> dict:
-    """``{"video": {"name", ...}, "audio": {"name", ...}}`` as a run records its backbones."""
+    """``{"video": {"name", ...}, "audio": {"name", ...}}`` as a run records its backbones,
+    with ``"motion": {"name", ...}`` where the run reads a motion stream."""
     path = Path(root) / CONFIG_FILE
     if not isinstance(extractors, dict) or not all(isinstance(extractors.get(m), dict)
                                                    and isinstance(extractors[m].get("name"), str)
                                                    for m in ("video", "audio")):
         raise ValueError(f"{path}: 'extractors' must name the video and audio backbones "
                          f"({{'video': {{'name': ...}}, 'audio': {{'name': ...}}}}), got {extractors!r}; {_RESTORE}")
+    motion = extractors.get("motion")
+    if motion is not None and not (isinstance(motion, dict) and isinstance(motion.get("name"), str)):
+        raise ValueError(f"{path}: 'extractors.motion' must name the motion extractor ({{'name': ...}}) or be absent, "
+                         f"got {motion!r}; {_RESTORE}")
     return extractors
 
 
@@ -398,6 +404,30 @@ class FeatureRun:
         return probabilities
 
     @property
+    def reads_motion(self) -> bool:
+        """Whether the run reads a motion stream (``extractors['motion']``): its video input is
+        then the visual side, appearance then motion (:func:`avar.features.cache.visual_side`)."""
+        return bool(getattr(self, "extractors", {}).get("motion"))
+
+    def visual(self, video: np.ndarray, motion: np.ndarray | None) -> np.ndarray:
+        """The video input this run reads from a clip's appearance and motion features."""
+        if self.reads_motion and motion is None:
+            raise ValueError("this run reads a motion stream, and none was given; extract features with the run's "
+                             f"motion extractor ({self.extractors['motion']['name']})")
+        return visual_side(video, motion if self.reads_motion else None)
+
+    def read(self, clips: list[StepFeatures]) -> list[StepFeatures]:
+        """Cached clips as this run reads them (:meth:`visual`), their own motion dropped; a cache
+        without the motion stream the run reads is a ``ValueError`` naming the fix."""
+        from dataclasses import replace
+
+        if self.reads_motion and clips and clips[0].motion is None:
+            raise ValueError(f"this run reads a motion stream ({self.extractors['motion']['name']}) and the cache has "
+                             "none; extract the features again with `avar extract ... --motion "
+                             f"{self.extractors['motion']['name']}`")
+        return [replace(c, video=self.visual(c.video, c.motion), motion=None) for c in clips]
+
+    @property
     def normal_index(self) -> int | None:
         return self.classes.index("normal") if "normal" in self.classes else None
 
@@ -408,7 +438,8 @@ class FeatureRun:
         return 1.0 - step_probs[..., self.normal_index]
 
     def build_extractors(self, device: str = "cpu", runtime: str = "torch") -> tuple:
-        """The (video, audio) backbones with the weights this run was trained on. ``auto``
+        """The (video, audio, motion) extractors with the weights this run was trained on
+        (motion None where the run reads none). ``auto``
         takes the runtime the training features were extracted under where the run recorded
         it (``feature_runtimes``), so predictions see the features the head was trained on."""
         from avar.features import build_extractor
@@ -421,5 +452,12 @@ class FeatureRun:
                 return recorded[modality]
             return runtime
 
-        return tuple(build_extractor(self.extractors[m]["name"], self.extractors[m].get("weights"), device,
-                                     runtime=chosen(m)) for m in ("video", "audio"))
+        video, audio = (build_extractor(self.extractors[m]["name"], self.extractors[m].get("weights"), device,
+                                        runtime=chosen(m)) for m in ("video", "audio"))
+        return video, audio, self.build_motion()
+
+    def build_motion(self):
+        """The motion extractor this run reads (no weights: flow is computed), or None."""
+        from avar.features import build_extractor
+
+        return build_extractor(self.extractors["motion"]["name"]) if self.reads_motion else None

@@ -179,7 +179,7 @@ class AERun(FeatureRun):
         if self.video_model is None or self.audio_model is not None:
             raise ValueError(f"files and streams need a visual-only autoencoder run (--modality v); this one is "
                              f"{self.config.modality!r}: score it with `avar evaluate RUN_DIR --data DATA_DIR`")
-        return GrayFrames(self.frame_size), NoAudio()
+        return GrayFrames(self.frame_size), NoAudio(), None
 
     def normalise(self, video: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return video, audio

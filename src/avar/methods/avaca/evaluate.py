@@ -32,6 +32,8 @@ from avar.datasets.annotations import FrameTruth, clip_truths, find_synth_metada
 from avar.methods.avarnet.evaluate import check_compatible
 from avar.features.cache import FeatureSet, write_json_atomic
 from avar.metrics.classification import _json_ready, _table, roc_auc
+from avar.metrics.events import event_figures, event_rows
+from avar.training.events import run_event_config, score_clips
 from avar.metrics.detection import average_precision, expand_to_frames, xd_average_precision
 from avar.report.plots import plot_frame_scores
 from avar.methods.avaca.run import NORMAL, WeakRun, top_k_video_scores
@@ -119,6 +121,8 @@ class WeakDetectionReport:
     """Class -> metrics over that class's videos plus every normal video."""
     per_group: dict[str, dict] = field(default_factory=dict)
     """Synthetic class group (audio_only, video_only, joint) -> metrics, likewise."""
+    events: dict | None = None
+    """Event-level figures of the run's stored thresholds (:func:`avar.metrics.events.event_figures`)."""
 
     def to_dict(self) -> dict:
         return _json_ready(asdict(self))
@@ -131,7 +135,8 @@ class WeakDetectionReport:
                  f"{self.n_videos} videos ({self.n_anomalous_videos} anomalous), {self.n_frames} frames "
                  f"({self.n_anomalous_frames} anomalous). Truth: {self.truth}.", ""]
         keys = ("frame_auc", "frame_ap", "frame_ap_xd", "frame_auc_anomalous", "video_auc")
-        lines += _table(["metric", "value"], [[k, fmt(getattr(self, k))] for k in keys])
+        lines += _table(["metric", "value"], [[k, fmt(getattr(self, k))] for k in keys]
+                        + [list(row) for row in (event_rows(self.events) if self.events else [])])
         for title, table in (("class group", self.per_group), ("class", self.per_class)):
             if table:
                 lines += ["", *_table([title, "videos", *keys], [
@@ -171,8 +176,9 @@ def evaluate_weak(
         raise ValueError(f"{features.root}: no clips in split '{split}'")
     truths = clip_truths(records, annotations)
     clips: list[ClipFrames] = []
+    scored = []
     for record in records:
-        data = features.load(record)
+        data = run.read([features.load(record)])[0]
         steps = run.step_scores(data.video, data.audio)
         anomalous = data.label != NORMAL
         truth = truths[record["clip_id"]]
@@ -181,6 +187,8 @@ def evaluate_weak(
         scores, labels = clip_frames(steps, run.step, truth, anomalous)
         video_score = float(top_k_video_scores(torch.from_numpy(steps)[None], torch.tensor([len(steps)]), run.alpha)[0])
         clips.append(ClipFrames(record["clip_id"], data.label, anomalous, scores, labels, video_score, truth is not None))
+        known = None if truth is None else [(s / truth.fps, e / truth.fps) for s, e in truth.ranges]
+        scored += score_clips(run, [data], {data.clip_id: known} if known else None)
     missing = sum(not c.has_truth for c in clips)
     truth_note = (f"frame ranges for all {len(clips)} clips" if not missing else
                   f"frame ranges for {len(clips) - missing} clips; {missing} anomalous clips without ranges "
@@ -200,6 +208,7 @@ def evaluate_weak(
         split=split, truth=truth_note, per_class=per_class, per_group=per_group,
         **{k: pooled[k] for k in ("frame_auc", "frame_ap", "frame_ap_xd", "frame_auc_anomalous", "video_auc",
                                   "n_videos", "n_anomalous_videos", "n_frames", "n_anomalous_frames")},
+        events=event_figures(scored, run_event_config(run), run.classes[run.normal_index or 0]),
     )
     if write:
         out = Path(out_dir) if out_dir else Path(run_dir)

@@ -32,6 +32,9 @@ from avar.methods.avaca.mil import MIL_CLASSES, MILHead
 from avar.methods.avaca.run import NORMAL, WEAK_METHODS, WINDOW, WeakRun, top_k_video_scores
 from avar.methods.avarnet import count_parameters
 from avar.methods.heads import head_config
+from avar.methods.streams import run_streams
+from avar.metrics.events import FALSE_EVENTS_PER_HOUR
+from avar.training.events import calibrate_events
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import numerics, seed_everything
 
@@ -72,6 +75,12 @@ class WeakTrainConfig:
     XD-Violence reference code does); scoring always reads every step."""
     window: int = WINDOW
     """Steps per scoring window on files and streams (the run's ``seq_len``)."""
+    false_events_per_hour: float = FALSE_EVENTS_PER_HOUR
+    """Target of the event threshold the run stores, chosen on the validation clips
+    (:func:`avar.metrics.events.calibrate_threshold`)."""
+    motion: bool = True
+    """Read the cache's motion stream (optical flow) where it has one: it joins the visual side
+    of the cross-attention (the model's video input is appearance then motion)."""
     seed: int = 0
     model: dict = field(default_factory=dict)
     """Overrides of the model config's fields (AVACA: ``hidden``, ``dropout``...; MIL heads:
@@ -160,7 +169,13 @@ def _loss(out, labels: torch.Tensor, lengths: torch.Tensor, config: WeakTrainCon
             sum(p.center for p in parts) / len(parts))
 
 
-def fit_normalization(features: FeatureSet, records: list[dict]) -> Normalization:
+def _load(features: FeatureSet, record: dict, motion: bool):
+    """One clip as the weak model reads it: its visual side with motion where ``motion``."""
+    clip = features.load(record)
+    return clip.video if not motion else clip.visual(True), clip.audio
+
+
+def fit_normalization(features: FeatureSet, records: list[dict], motion: bool = False) -> Normalization:
     """Per-dimension mean and std of every step of ``records``, one clip in memory at a time.
 
     Equals ``Normalization.fit`` on the same clips (float64 sums), without holding a large
@@ -168,8 +183,7 @@ def fit_normalization(features: FeatureSet, records: list[dict]) -> Normalizatio
     """
     sums: dict[str, list] = {}
     for record in records:
-        clip = features.load(record)
-        for name, x in (("video", clip.video), ("audio", clip.audio)):
+        for name, x in zip(("video", "audio"), _load(features, record, motion)):
             x = x.astype(np.float64)
             total = sums.setdefault(name, [0, 0.0, 0.0])
             total[0] += len(x)
@@ -186,12 +200,11 @@ def fit_normalization(features: FeatureSet, records: list[dict]) -> Normalizatio
 
 
 def _prepare(features: FeatureSet, records: list[dict], norm: Normalization,
-             max_steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+             max_steps: int, motion: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Normalised ``(video, audio)`` of each clip, averaged down to ``max_steps`` when longer."""
     out = []
     for record in records:
-        clip = features.load(record)
-        v, a = norm.apply(clip.video, clip.audio)
+        v, a = norm.apply(*_load(features, record, motion))
         if len(v) > max_steps:
             v, a = segment_means(v, max_steps), segment_means(a, max_steps)
         out.append((v, a))
@@ -238,9 +251,10 @@ def train_weak(
         raise ValueError(f"{features.root}: no clips in the train split; check the dataset's splits")
     if not val_rec:
         warnings.warn(f"{features.root}: no val clips; keeping the last epoch", stacklevel=2)
-    norm = fit_normalization(features, train_rec)
-    train_data = _prepare(features, train_rec, norm, config.max_steps)
-    val_data = _prepare(features, val_rec, norm, config.max_steps)
+    motion = config.motion and features.has_motion and "v" in config.modality
+    norm = fit_normalization(features, train_rec, motion)
+    train_data = _prepare(features, train_rec, norm, config.max_steps, motion)
+    val_data = _prepare(features, val_rec, norm, config.max_steps, motion)
     y_train, y_val = video_labels(train_rec), video_labels(val_rec)
     model, model_config = build_weak_model(config, train_data[0][0].shape[1], train_data[0][1].shape[1])
     batches = BalancedBatches(y_train, config.batch_size, np.random.default_rng(config.seed))
@@ -280,7 +294,8 @@ def train_weak(
     model.eval()
     run = WeakRun(
         model=model, method=config.method, model_config=model_config, norm=norm, step=features.manifest["step"],
-        extractors={"video": features.manifest["video"], "audio": features.manifest["audio"]}, alpha=config.alpha,
+        extractors={"video": features.manifest["video"], "audio": features.manifest["audio"],
+                    **({"motion": features.manifest["motion"]} if motion else {})}, alpha=config.alpha,
         seq_len=config.window, extra={
             "train": asdict(config),
             "features_dir": str(features.root),
@@ -291,7 +306,11 @@ def train_weak(
             "torch_threads": torch.get_num_threads(),
             "numerics": numerics(),
             "n_train": {"normal": int((y_train == 0).sum()), "anomalous": int(y_train.sum())},
+            "streams": run_streams(config.modality, motion),
         },
     )
+    if val_rec:
+        run.extra.update(calibrate_events(run, run.read([features.load(r) for r in val_rec]),
+                                          config.false_events_per_hour))
     run.save(out_dir, history=history)
     return run

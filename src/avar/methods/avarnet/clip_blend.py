@@ -52,8 +52,10 @@ class PooledLinear:
 
     @classmethod
     def fit(cls, clips: list[StepFeatures], classes: list[str], modality: str, seed: int = 0,
-            stats: tuple[str, ...] = POOLING) -> "PooledLinear":
-        x, balance = pooled_design(clips, modality, stats)
+            stats: tuple[str, ...] = POOLING, motion_dim: int = 0) -> "PooledLinear":
+        """Fit on ``clips`` (their video the run's visual side, its last ``motion_dim`` columns the
+        motion stream, balanced as a stream of its own)."""
+        x, balance = pooled_design(clips, modality, stats, motion_dim)
         model = pooled_regression(seed, balance).fit(x, [c.label for c in clips])
         scaler, regression = model[0], model[-1]
         seen = list(regression.classes_)

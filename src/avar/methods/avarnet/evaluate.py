@@ -13,14 +13,20 @@ from avar.report.plots import plot_confusion
 from avar.methods.heads import has_branches
 from avar.methods.avarnet.train import fusion_warning
 from avar.methods.avarnet.run import Run
+from avar.training.events import event_report
 
 log = logging.getLogger(__name__)
 
 
 def check_compatible(run: Run, features: FeatureSet) -> None:
     """Refuse features made by other extractors or step than the run was trained on."""
-    for modality in ("video", "audio"):
-        want, have = run.extractors[modality], features.manifest[modality]
+    for modality in ("video", "audio", "motion"):
+        want, have = run.extractors.get(modality), features.manifest.get(modality)
+        if want is None:
+            continue
+        if have is None:
+            raise ValueError(f"{features.root}: no {modality} stream, and the run reads one ({want['name']}); "
+                             f"extract with --{modality} {want['name']}")
         if (want["name"], want["version"]) != (have["name"], have["version"]):
             raise ValueError(
                 f"{features.root}: {modality} features are {have['name']} v{have['version']} but the run "
@@ -37,7 +43,7 @@ def evaluate_run(
     run = Run.load(run_dir)
     features = FeatureSet.open(features_dir)
     check_compatible(run, features)
-    clips = features.split(split)
+    clips = run.read(features.split(split))
     if not clips:
         raise ValueError(f"{features.root}: no clips in split '{split}'")
     unknown = sorted({c.label for c in clips} - set(run.classes))
@@ -54,6 +60,7 @@ def evaluate_run(
         report.fusion_warning = fusion_warning(report.branch_accuracy, f"{run_dir} on {features.root} '{split}'")
         if report.fusion_warning:
             log.warning(report.fusion_warning)
+    report.events = event_report(run, clips)
     out = Path(out_dir) if out_dir else Path(run_dir)
     write_json_atomic(out / f"eval_{split}.json", report.to_dict())
     (out / f"eval_{split}.md").write_text(report.to_markdown())

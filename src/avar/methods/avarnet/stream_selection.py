@@ -66,7 +66,7 @@ def pooled_features(video: np.ndarray, audio: np.ndarray, modality: str, stats=P
     return np.hstack([by_name[s] for s in stats])
 
 
-def stream_balance(video_dim: int, audio_dim: int, modality: str, stats=POOLING) -> np.ndarray:
+def stream_balance(video_dim: int, audio_dim: int, modality: str, stats=POOLING, motion_dim: int = 0) -> np.ndarray:
     """Per-column weights of a :func:`pooled_features` vector, applied after standardisation, that
     give each stream the same share of the total variance: with 'av', a video column weighs
     ``sqrt((dv + da) / (2 dv))`` and an audio column ``sqrt((dv + da) / (2 da))`` (the total stays
@@ -74,19 +74,23 @@ def stream_balance(video_dim: int, audio_dim: int, modality: str, stats=POOLING)
     dimensions against 192 audio ones make the L2-penalised regression mostly a video
     regression, the imbalance the heads' stream projection removes (:mod:`avar.methods.streams`);
     on the built-in benchmark balancing took the regression from 0.85 / 0.92 / 0.96 to
-    0.95 / 0.99 / 1.00 at 6 / 12 / 24 clips per class (docs/fusion.md)."""
-    widths = {"v": video_dim, "a": audio_dim}
-    streams = [m for m in ("v", "a") if m in modality]
-    total = sum(widths[m] for m in streams)
-    per_stat = np.hstack([np.full(widths[m], math.sqrt(total / (len(streams) * widths[m]))) for m in streams])
+    0.95 / 0.99 / 1.00 at 6 / 12 / 24 clips per class (docs/fusion.md). The last ``motion_dim``
+    video columns (the motion stream, :func:`avar.features.cache.visual_side`) are a stream of
+    their own."""
+    widths = [w for m, ws in (("v", (video_dim - motion_dim, motion_dim)), ("a", (audio_dim,))) if m in modality
+              for w in ws if w]
+    total = sum(widths)
+    per_stat = np.hstack([np.full(w, math.sqrt(total / (len(widths) * w))) for w in widths])
     return np.tile(per_stat, len(stats))
 
 
-def pooled_design(clips: list[StepFeatures], modality: str, stats=POOLING) -> tuple[np.ndarray, np.ndarray]:
+def pooled_design(clips: list[StepFeatures], modality: str, stats=POOLING, motion_dim: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled vectors ``[N, D]`` of ``clips`` (:func:`pooled_features`) and their column
-    weights (:func:`stream_balance`), what :func:`pooled_regression` takes."""
+    weights (:func:`stream_balance`; ``motion_dim``: the video's motion columns), what
+    :func:`pooled_regression` takes."""
     x = np.stack([pooled_features(c.video, c.audio, modality, stats) for c in clips])
-    return x, stream_balance(clips[0].video.shape[1], clips[0].audio.shape[1], modality, stats)
+    return x, stream_balance(clips[0].video.shape[1], clips[0].audio.shape[1], modality, stats, motion_dim)
 
 
 def _weigh(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -151,7 +155,7 @@ def cv_splits(clips: list[StepFeatures], seed: int = 0) -> list[tuple[np.ndarray
 
 
 def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed: int = 0,
-                    stats=POOLING) -> tuple[dict[str, float] | None, int]:
+                    stats=POOLING, motion_dim: int = 0) -> tuple[dict[str, float] | None, int]:
     """Cross-validated accuracy (4 decimals) of the pooled regression on ``clips`` for each of
     ``modalities`` over the folds of :func:`cv_splits`, and the number of folds; ``None`` when
     there is nothing to cross-validate."""
@@ -163,15 +167,16 @@ def cross_validated(clips: list[StepFeatures], modalities=("a", "v", "av"), seed
     labels = np.array([c.label for c in clips])
     cv = {}
     for modality in modalities:
-        x, balance = pooled_design(clips, modality, stats)
+        x, balance = pooled_design(clips, modality, stats, motion_dim)
         cv[modality] = round(float(cross_val_score(pooled_regression(seed, balance), x, labels, cv=splits).mean()), 4)
     return cv, len(splits)
 
 
-def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
+def select_streams(clips: list[StepFeatures], seed: int = 0, motion_dim: int = 0) -> StreamChoice:
     """Decide from ``clips`` (the labelled train + val clips) whether a head asked for
-    audio + video should use both streams or one (see the module docstring)."""
-    cv, folds = cross_validated(clips, seed=seed)
+    audio + video should use both streams or one (see the module docstring); ``motion_dim``:
+    the video's last columns are the motion stream (the visual side, :func:`select_motion`)."""
+    cv, folds = cross_validated(clips, seed=seed, motion_dim=motion_dim)
     if cv is None:
         return StreamChoice("av", None, None, folds,
                             "kept both streams: fewer than 2 labelled clips in some class, nothing to cross-validate")
@@ -192,5 +197,32 @@ def select_streams(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
     return StreamChoice("av", cv, chance, folds, f"both streams ({figures})")
 
 
+def select_motion(clips: list[StepFeatures], seed: int = 0) -> StreamChoice:
+    """Decide from ``clips`` (labelled train + val, each with a motion stream) whether the
+    visual side keeps the motion stream beside appearance, by the rule :func:`select_streams`
+    applies to audio and video: motion is left out when it carries no class information and
+    appearance alone does as well as both, or when it makes both clearly worse. Appearance
+    always stays (a useless appearance stream is the audio-vs-video choice's to drop).
+    ``modality`` is 'vm' (both) or 'v' (appearance alone)."""
+    from dataclasses import replace
+
+    as_pair = [replace(c, audio=c.motion) for c in clips]  # motion in the audio slot: the same folds and rule
+    cv, folds = cross_validated(as_pair, seed=seed)
+    if cv is None:
+        return StreamChoice("vm", None, None, folds, "kept the motion stream: nothing to cross-validate")
+    cv = {"v": cv["v"], "m": cv["a"], "vm": cv["av"]}
+    _, counts = np.unique([c.label for c in clips], return_counts=True)
+    chance = float(counts.max() / counts.sum())
+    figures = (f"cross-validated accuracy of a pooled-feature regression over {len(clips)} labelled clips: "
+               f"appearance {cv['v']:.3f}, motion {cv['m']:.3f}, both {cv['vm']:.3f}, largest class {chance:.3f}")
+    if cv["m"] < chance + chance_margin(chance, len(clips)) and cv["v"] >= cv["vm"] - MARGIN:
+        return StreamChoice("v", cv, chance, folds, f"appearance without motion: the motion stream carries no class "
+                            f"information ({figures})")
+    if cv["v"] >= cv["vm"] + MARGIN:
+        return StreamChoice("v", cv, chance, folds, f"appearance without motion: the motion stream makes both "
+                            f"worse ({figures})")
+    return StreamChoice("vm", cv, chance, folds, f"appearance and motion ({figures})")
+
+
 __all__ = ["FOLDS", "LEGACY_POOLING", "MARGIN", "POOLING", "StreamChoice", "chance_margin", "cross_validated", "cv_splits", "pooled_design",
-           "pooled_features", "pooled_regression", "select_streams", "stream_balance"]
+           "pooled_features", "pooled_regression", "select_motion", "select_streams", "stream_balance"]

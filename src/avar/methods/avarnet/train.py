@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,15 @@ from tqdm import tqdm
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.methods.avarnet import avarnet_loss, count_parameters
 from avar.methods.heads import build_head, has_branches, head_config
+from avar.methods.streams import run_streams
 from avar.methods.avarnet.run import Run, check_motion, with_motion
+from avar.metrics.events import FALSE_EVENTS_PER_HOUR
+from avar.training.events import calibrate_events
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import numerics, seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
 from avar.methods.avarnet.clip_blend import PooledLinear
-from avar.methods.avarnet.stream_selection import select_streams
+from avar.methods.avarnet.stream_selection import select_motion, select_streams
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,15 @@ class TrainConfig:
     clip_blend: float | None = None
     """Weight of the head's clip probabilities against a pooled-feature logistic regression's
     (1: the head alone); the per-step scores stay the head's (:mod:`avar.methods.avarnet.clip_blend`)."""
+    motion: bool = True
+    """Read the cache's motion stream (optical flow, ``avar extract --motion``) where it has one,
+    as a third stream on the visual side (its own projection in the head, its own share in the
+    pooled regression); with ``select_streams`` it is left out when it carries no class
+    information or makes appearance worse (:func:`~avar.methods.avarnet.stream_selection.select_motion`)."""
+    false_events_per_hour: float = FALSE_EVENTS_PER_HOUR
+    """Target of the event threshold the run stores, chosen on the validation clips: at most this
+    many false events per hour of normal footage (:func:`avar.metrics.events.calibrate_threshold`);
+    ``predict``, ``watch`` and the dashboard open events at it unless told otherwise."""
     video_motion: int = 0
     """Steps (>= 2; 0 = off) over which the video stream is read as motion: each step's video
     feature becomes the mean of the last ``video_motion`` steps' features and their mean
@@ -153,6 +165,10 @@ class TrainConfig:
                 or not 0 <= self.clip_blend <= 1:
             raise ValueError(f"--clip-blend (clip_blend) must be a weight in [0, 1], got {self.clip_blend!r}")
         check_motion(self.video_motion)
+        if isinstance(self.false_events_per_hour, bool) or not isinstance(self.false_events_per_hour, (int, float)) \
+                or not self.false_events_per_hour >= 0:
+            raise ValueError("--false-events-per-hour (false_events_per_hour) must be a number >= 0, got "
+                             f"{self.false_events_per_hour!r}")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -294,16 +310,23 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     check_run_dir(out_dir)
     seed_everything(config.seed)
     classes = features.classes
-    train = with_motion(features.split("train"), config.video_motion)
-    val = with_motion(features.split("val"), config.video_motion)
+    train, val = features.split("train"), features.split("val")
     if not train:
         raise ValueError(f"{features.root}: no clips in the train split; check the dataset's splits")
     if not val:
         warnings.warn(f"{features.root}: no val clips; selecting the checkpoint on training loss", stacklevel=2)
+    use_motion, motion_choice = config.motion and features.has_motion and "v" in config.modality, None
+    if use_motion and config.select_streams:
+        motion_choice = select_motion(train + val, config.seed)
+        use_motion = motion_choice.modality == "vm"
+        log.log(logging.INFO if use_motion else logging.WARNING, "%s: visual side: %s", out_dir, motion_choice.reason)
+    motion_dim = train[0].motion.shape[1] if use_motion else 0
+    train, val = ([replace(c, video=c.visual(use_motion), motion=None) for c in clips] for clips in (train, val))
+    train, val = with_motion(train, config.video_motion), with_motion(val, config.video_motion)
     norm = Normalization.fit([c.video for c in train], [c.audio for c in train])
     modality, fusion, selection = config.modality, config.fusion, None
     if config.select_streams and modality == "av":
-        selection = select_streams(train + val, config.seed)
+        selection = select_streams(train + val, config.seed, motion_dim)
         if selection.modality != "av":
             log.warning("%s: training on %s; pass --no-stream-selection to fuse both anyway",
                         out_dir, selection.reason)
@@ -316,6 +339,7 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         modality=modality,
         fusion=fusion,
         late_mode=config.late_mode,
+        motion_dim=motion_dim if "v" in modality else 0,
         **recipe_head(config),
     )
     head = build_head(config_of_head)
@@ -332,6 +356,12 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         log.warning(warning)
     steps = features.manifest["step"]
     extractors = {"video": features.manifest["video"], "audio": features.manifest["audio"]}
+    if config_of_head.motion_dim:
+        extractors["motion"] = features.manifest["motion"]
+    # The threshold is chosen with the head that has not seen the validation clips (before the refit).
+    events = calibrate_events(Run(head=head, config=config_of_head, classes=classes, norm=norm, seq_len=config.seq_len,
+                                  step=steps, extractors=extractors, extra={"video_motion": config.video_motion}),
+                              val, config.false_events_per_hour) if val else {}
     refit_epochs = None
     if config.refit and val:
         seed_everything(config.seed)
@@ -344,7 +374,8 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         history += [{**record, "refit": True} for record in refit_history]
     blend = None
     if config.clip_blend < 1:
-        blend = PooledLinear.fit(train + val if refit_epochs else train, classes, config_of_head.modality, config.seed)
+        blend = PooledLinear.fit(train + val if refit_epochs else train, classes, config_of_head.modality, config.seed,
+                                 motion_dim=config_of_head.motion_dim)
     run = Run(
         head=head,
         config=config_of_head,
@@ -366,8 +397,11 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
             "val_branch_accuracy": branches,
             "fusion_warning": warning,
             "stream_selection": selection.to_dict() if selection else None,
+            "motion_selection": motion_choice.to_dict() if motion_choice else None,
+            "streams": run_streams(modality, bool(config_of_head.motion_dim)),
             "clip_blend": None if blend is None else {"head_weight": config.clip_blend, "pooling": list(blend.stats)},
             "video_motion": config.video_motion,
+            **events,
         },
     )
     run.save(out_dir, history=history)
