@@ -335,9 +335,9 @@ def test_a_live_source_the_backbones_cannot_keep_up_with_skips_steps_and_says_wh
         watcher = Watcher(run_dir, causal=True, store=store, batch=1, lag_after=1.0, skip_after=2.0)
         features = watcher.features
 
-        def slow(frames, audio):
+        def slow(frames, audio, pairs=None):
             time.sleep(1.6)  # each step costs more than the second it covers
-            return features(frames, audio)
+            return features(frames, audio, pairs)
 
         watcher.features = slow
         records = [r for _, r in watcher.watch_many([str(clip)], realtime=True)]

@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
                          **{k: v for k, v in given.items() if v is not None})
     run = train_head(FeatureSet.open(args.features_dir), args.out, config, progress=not args.quiet)
     info = {"run_dir": str(args.out), "classes": run.classes,
-            **{k: run.extra[k] for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning",
+            **{k: run.extra.get(k) for k in ("params", "best_epoch", "train_seconds", "val_branch_accuracy", "fusion_warning",
                                          "stream_selection", "clip_blend", "video_motion", "streams",
                                          "motion_selection", "event_calibration")}}
     text = (f"saved {args.out}: {len(run.classes)} classes, {info['params']:,} parameters, "

@@ -358,10 +358,10 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     extractors = {"video": features.manifest["video"], "audio": features.manifest["audio"]}
     if config_of_head.motion_dim:
         extractors["motion"] = features.manifest["motion"]
-    # The threshold is chosen with the head that has not seen the validation clips (before the refit).
+    # The threshold is chosen with the head that has not seen the validation clips (before the refit);
+    # ``val`` is read as the run reads it already (visual side, video motion), hence no video_motion here.
     events = calibrate_events(Run(head=head, config=config_of_head, classes=classes, norm=norm, seq_len=config.seq_len,
-                                  step=steps, extractors=extractors, extra={"video_motion": config.video_motion}),
-                              val, config.false_events_per_hour) if val else {}
+                                  step=steps, extractors=extractors), val, config.false_events_per_hour) if val else {}
     refit_epochs = None
     if config.refit and val:
         seed_everything(config.seed)
