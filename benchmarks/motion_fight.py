@@ -16,7 +16,7 @@ import numpy as np
 
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_MOTION, DEFAULT_VIDEO, build_extractor
-from avar.features.cache import FeatureSet, extract_dataset
+from avar.features.cache import FeatureSet, extract_dataset, visual_clips
 from avar.experiments.robustness import fold_caches
 from avar.methods.avarnet.stream_selection import pooled_design, pooled_regression
 from avar.methods.avarnet.train import TrainConfig, train_head
@@ -31,13 +31,9 @@ def regression_accuracy(features: FeatureSet, motion: bool, seed: int) -> tuple[
     fit = [c for s in ("train", "val") for c in features.split(s)]
     test = features.split("test")
     motion_dim = fit[0].motion.shape[1] if motion else 0
-
-    def visual(clips):
-        return [type(c)(**{**c.__dict__, "video": c.visual(motion), "motion": None}) for c in clips]
-
-    x, balance = pooled_design(visual(fit), "av", motion_dim=motion_dim)
+    x, balance = pooled_design(visual_clips(fit, motion), "av", motion_dim=motion_dim)
     model = pooled_regression(seed, balance).fit(x, [c.label for c in fit])
-    predicted = model.predict(pooled_design(visual(test), "av", motion_dim=motion_dim)[0])
+    predicted = model.predict(pooled_design(visual_clips(test, motion), "av", motion_dim=motion_dim)[0])
     return int(sum(p == c.label for p, c in zip(predicted, test))), len(test)
 
 

@@ -150,7 +150,7 @@ def test_a_run_names_its_streams_and_stores_an_event_threshold(motion_run):
     calibration = run.extra["event_calibration"]
     assert run.extra["thresholds"]["threshold"] == calibration["threshold"]
     assert calibration["resolved"] is False and "cannot resolve" in calibration["note"]  # 2 s of normal footage
-    # Just above every opening score of the normal validation clip: it raises no event.
+    # The lowest threshold at which the normal validation clip raises no event exists (below 1).
     assert calibration["met"] is True
 
 
@@ -196,3 +196,15 @@ def test_a_run_without_motion_refuses_nothing_and_one_with_it_needs_it(motion_ru
     with pytest.raises(ValueError, match="--motion flow-hist"):
         run.read([StepFeatures(clip.clip_id, clip.label, clip.split, clip.video, clip.audio, clip.times)])
     assert run.read([clip])[0].video.shape[1] == run.config.video_dim
+
+
+def test_video_motion_and_a_motion_stream_are_refused_together(motion_run, tmp_path):
+    from avar.methods.avarnet.train import TrainConfig, train_head
+
+    features = FeatureSet.open(motion_run / "feat")
+    with pytest.raises(ValueError, match="--no-motion, or drop --video-motion"):
+        train_head(features, tmp_path / "run", TrainConfig(epochs=1, video_motion=2), progress=False)
+    head = {"num_stages": 1, "num_layers": 2, "num_f_maps": 8, "attention": False}
+    run = train_head(features, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, seq_len=4, video_motion=2,
+                                                             motion=False, head=head), progress=False)
+    assert not run.reads_motion and run.config.video_dim == 2 * run.extractors["video"]["dim"]

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from avar.datasets.folders import ClipEntry, clip_path_of
 from avar.features.base import Extractor
-from avar.media.decode import ClipSteps, MediaError, MotionPairs, check_step, decode_steps, resize_rgb
+from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps, resize_rgb
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.json"
@@ -45,12 +45,6 @@ MANIFEST_EVERY = 20
 """Clips between manifest writes (a killed run loses none: the clip files are the truth)."""
 
 log = logging.getLogger(__name__)
-
-
-STREAMS = ("video", "motion", "audio")
-"""The streams a cache can hold, in the order a run reads them: appearance (``video``), motion
-(optical flow, :mod:`avar.features.motion`) and sound. ``motion`` is optional (caches made
-before it, or with ``--motion none``, have none)."""
 
 
 @dataclass
@@ -81,6 +75,12 @@ def visual_side(video: np.ndarray, motion: np.ndarray | None) -> np.ndarray:
     (the heads split it again, :class:`avar.methods.streams.StreamFusion`); ``video`` alone
     when ``motion`` is None."""
     return video if motion is None else np.hstack([video, motion]).astype(np.float32)
+
+
+def visual_clips(clips: list[StepFeatures], motion: bool) -> list[StepFeatures]:
+    """``clips`` with their video the visual side (appearance, then motion where ``motion``) and
+    their own motion dropped: what a run reads from a cache."""
+    return [replace(c, video=c.visual(motion), motion=None) for c in clips]
 
 
 @dataclass

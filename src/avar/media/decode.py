@@ -172,7 +172,7 @@ class CentreFrames:
                  rate: float | None = None, motion: MotionSampling | None = None):
         self.origin, self.step, self.size, self.source = origin, step, size, source
         self.motion = motion
-        self.pairs: list[tuple] = []  # (earlier frame, later frame, dt) per sample time, in order
+        self.pairs: list[tuple | None] = []  # per sample time, in order: (earlier, later, dt), or None: no pair
         self.pair_size: tuple[int, int] | None = None
         self.kept: list[np.ndarray] = []
         self.prev = None
@@ -295,7 +295,7 @@ class CentreFrames:
         (the stream ended): no motion known there (``dt`` 0)."""
         if self.motion is not None:
             while len(self.pairs) < n_steps * self.motion.pairs:
-                self.pairs.append(("end",))
+                self.pairs.append(None)
 
     def _place(self, t: float, frame) -> None:
         t -= self.shift
@@ -321,10 +321,7 @@ class CentreFrames:
             self.kept.append(self.rgb(shown))
         # A sample time before this frame: the frame on screen then, and this one after it.
         while self.motion is not None and self._sample(len(self.pairs)) < t:
-            if self.prev is None:
-                self.pairs.append(("start",))
-            else:
-                self.pairs.append((self.gray(self.prev), self.gray(frame), t - self.prev_time))
+            self.pairs.append(None if self.prev is None else (self.gray(self.prev), self.gray(frame), t - self.prev_time))
         self.prev = frame
         self.prev_time = t
 
@@ -334,13 +331,13 @@ MIN_PAIR_DT = 1.0 / 240
 
 
 def _pairs_of(taken: list, pairs: int, size: tuple[int, int] | None) -> MotionPairs:
-    """One step's ``MotionPairs`` from its ``CentreFrames.pairs`` slots: a tuple of two frames
-    and a gap is a pair; anything else (before the first frame, after the last) has none."""
+    """One step's ``MotionPairs`` from its ``CentreFrames.pairs`` slots; None (before the first
+    frame, after the last) is no pair."""
     w, h = size or (8, 8)
     frames = np.zeros((1, pairs, 2, h, w), np.uint8)
     dt = np.zeros((1, pairs), np.float32)
     for j, item in enumerate(taken):
-        if item is not None and len(item) == 3:
+        if item is not None:
             frames[0, j, 0], frames[0, j, 1] = item[0], item[1]
             dt[0, j] = max(item[2], MIN_PAIR_DT)
     return MotionPairs(frames, dt)

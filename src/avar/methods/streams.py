@@ -118,6 +118,7 @@ class StreamFusion(nn.Module):
             else:
                 parts.append(self.project[name](tensor))
         if self.training and len(parts) >= 2 and self.config.modality_dropout > 0:
+            # Two streams keep their own draw, so runs of two streams train as they always did.
             parts = self._drop_modality(parts) if len(parts) == 2 else self._drop_one(parts)
         return torch.cat(parts, dim=-1)
 

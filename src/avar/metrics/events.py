@@ -267,8 +267,8 @@ def calibrate_threshold(clips: list[ScoredClip], rate: float = FALSE_EVENTS_PER_
     release lowered to the threshold where it would exceed it), and a record of the choice.
 
     Few minutes of normal footage cannot resolve a rate of one an hour: the allowed count is
-    ``floor(rate * hours)``, zero on less than an hour, so the threshold is then set just above
-    every opening score on normal footage; the record says so (``resolved``: False). Where even
+    ``floor(rate * hours)``, zero on less than an hour, so the threshold is then the lowest at
+    which the normal footage raises no event; the record says so (``resolved``: False). Where even
     a threshold of 1 raises events (scores saturated on normal clips), 1 is kept and
     ``met`` is False. Without normal footage ``base`` is returned unchanged."""
     base = base or EventConfig()
@@ -305,8 +305,8 @@ def calibrate_threshold(clips: list[ScoredClip], rate: float = FALSE_EVENTS_PER_
     note = (f"{figures['false_events']} false events in {hours * 60:.1f} min of normal validation footage "
             f"(at most {allowed} allowed)")
     if not resolved:
-        note += (f"; {hours * 60:.1f} min cannot resolve {rate:g} per hour, so the threshold is set above every "
-                 "normal validation step")
+        note += (f"; {hours * 60:.1f} min cannot resolve {rate:g} per hour, so the threshold is the lowest at which "
+                 "the normal validation clips raise no event")
     if not met:
         note += "; even a threshold of 1 raises events on normal footage (scores saturated): not met"
     return config, {**record, "threshold": config.threshold, "release": config.release, "met": met,

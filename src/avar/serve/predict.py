@@ -94,7 +94,7 @@ class Predictor:
         self.run.check_finite(clip_p)
         classes = self.run.classes
         records = [step_record(self.run, t, min(t + steps.step, steps.duration), p) for t, p in zip(steps.times, step_p)]
-        events = detect_events(records, run_event_config(self.run), str(path), classes[self.run.normal_index or 0])
+        events = detect_events(records, run_event_config(self.run), str(path), self.run.normal_class)
         return Prediction(
             path=str(path),
             clip_class=classes[int(clip_p.argmax())],

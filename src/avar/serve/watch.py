@@ -290,7 +290,7 @@ class Watcher:
             state.window = _Window(self, state.stats)
             if kind == "end":
                 state.close(state.detector.flush())
-                state.detector = EventDetector(self.events_config, uri, self.run.classes[self.run.normal_index or 0])
+                state.detector = EventDetector(self.events_config, uri, self.run.normal_class)
                 state.set("done")
         elif kind == "fail":
             self._fail(uri, item[2].reason)
@@ -414,7 +414,7 @@ class _SourceState:
         self.stats = watcher.source_stats.setdefault(uri, WatchStats())
         self.window = _Window(watcher, self.stats)
         run = watcher.run
-        self.detector = EventDetector(watcher.events_config, uri, run.classes[run.normal_index or 0])
+        self.detector = EventDetector(watcher.events_config, uri, run.normal_class)
         self.frames: collections.deque = collections.deque(maxlen=watcher.ring)
         self.state: str | None = None
 

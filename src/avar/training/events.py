@@ -18,29 +18,26 @@ def score_clips(run: FeatureRun, clips: list[StepFeatures],
     """Each clip (as the run reads it, :meth:`FeatureRun.read`) scored step by step, with its
     known anomalous intervals in seconds by clip id where given (else an anomalous clip counts
     whole). A clip is anomalous when its label is not the run's normal class."""
-    normal = run.classes[run.normal_index or 0]
     out = []
     for clip in clips:
         probabilities = run.step_probabilities(clip.video, clip.audio)
         duration = float(clip.times[-1] + run.step) if len(clip.times) else 0.0
         ends = np.minimum(clip.times + run.step, duration)
         steps = scored_steps(clip.times, ends, probabilities, run.classes, run.anomaly_score(probabilities))
-        out.append(ScoredClip(steps, clip.label != normal, (intervals or {}).get(clip.clip_id), duration))
+        out.append(ScoredClip(steps, clip.label != run.normal_class, (intervals or {}).get(clip.clip_id), duration))
     return out
 
 
 def run_event_config(run: FeatureRun) -> EventConfig:
     """The event settings a run stores (``thresholds`` in its ``config.json``), else the defaults."""
-    extra = getattr(run, "extra", None) or getattr(run, "meta", {})
-    return EventConfig(**(extra.get("thresholds") or {}))
+    return EventConfig(**(run.extra.get("thresholds") or {}))
 
 
 def calibrate_events(run: FeatureRun, val: list[StepFeatures], rate: float = FALSE_EVENTS_PER_HOUR) -> dict:
     """``{"thresholds": ..., "event_calibration": ...}`` for the run's ``config.json``: the event
     threshold chosen on ``val`` for at most ``rate`` false events per hour of normal footage
     (:func:`avar.metrics.events.calibrate_threshold`) and the record of that choice."""
-    config, record = calibrate_threshold(score_clips(run, val), rate, run_event_config(run),
-                                         run.classes[run.normal_index or 0])
+    config, record = calibrate_threshold(score_clips(run, val), rate, run_event_config(run), run.normal_class)
     thresholds = {k: v for k, v in asdict(config).items() if k != "class_thresholds"}
     return {"thresholds": thresholds, "event_calibration": record}
 
@@ -48,4 +45,4 @@ def calibrate_events(run: FeatureRun, val: list[StepFeatures], rate: float = FAL
 def event_report(run: FeatureRun, clips: list[StepFeatures],
                  intervals: dict[str, list[tuple[float, float]]] | None = None) -> dict:
     """Event-level figures of the run's stored thresholds on ``clips`` (``avar evaluate``)."""
-    return event_figures(score_clips(run, clips, intervals), run_event_config(run), run.classes[run.normal_index or 0])
+    return event_figures(score_clips(run, clips, intervals), run_event_config(run), run.normal_class)

@@ -36,7 +36,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from avar.features.cache import StepFeatures, visual_side
+from avar.features.cache import StepFeatures, visual_clips, visual_side
 from avar.training.sequences import centred_start, pad_windows
 
 MODEL_FILE = "model.safetensors"
@@ -419,17 +419,20 @@ class FeatureRun:
     def read(self, clips: list[StepFeatures]) -> list[StepFeatures]:
         """Cached clips as this run reads them (:meth:`visual`), their own motion dropped; a cache
         without the motion stream the run reads is a ``ValueError`` naming the fix."""
-        from dataclasses import replace
-
         if self.reads_motion and clips and clips[0].motion is None:
             raise ValueError(f"this run reads a motion stream ({self.extractors['motion']['name']}) and the cache has "
                              "none; extract the features again with `avar extract ... --motion "
                              f"{self.extractors['motion']['name']}`")
-        return [replace(c, video=self.visual(c.video, c.motion), motion=None) for c in clips]
+        return visual_clips(clips, self.reads_motion)
 
     @property
     def normal_index(self) -> int | None:
         return self.classes.index("normal") if "normal" in self.classes else None
+
+    @property
+    def normal_class(self) -> str:
+        """The class events are not raised for: ``normal``, else the first class."""
+        return self.classes[self.normal_index or 0]
 
     def anomaly_score(self, step_probs: np.ndarray) -> np.ndarray:
         """``1 - P(normal)`` per step; without a ``normal`` class, the top anomaly probability."""

@@ -187,6 +187,7 @@ def evaluate_weak(
         scores, labels = clip_frames(steps, run.step, truth, anomalous)
         video_score = float(top_k_video_scores(torch.from_numpy(steps)[None], torch.tensor([len(steps)]), run.alpha)[0])
         clips.append(ClipFrames(record["clip_id"], data.label, anomalous, scores, labels, video_score, truth is not None))
+        # Events are scored as `avar watch` raises them (centred windows), not from the whole-clip scores above.
         known = None if truth is None else [(s / truth.fps, e / truth.fps) for s, e in truth.ranges]
         scored += score_clips(run, [data], {data.clip_id: known} if known else None)
     missing = sum(not c.has_truth for c in clips)
@@ -208,7 +209,7 @@ def evaluate_weak(
         split=split, truth=truth_note, per_class=per_class, per_group=per_group,
         **{k: pooled[k] for k in ("frame_auc", "frame_ap", "frame_ap_xd", "frame_auc_anomalous", "video_auc",
                                   "n_videos", "n_anomalous_videos", "n_frames", "n_anomalous_frames")},
-        events=event_figures(scored, run_event_config(run), run.classes[run.normal_index or 0]),
+        events=event_figures(scored, run_event_config(run), run.normal_class),
     )
     if write:
         out = Path(out_dir) if out_dir else Path(run_dir)

@@ -172,7 +172,7 @@ def _loss(out, labels: torch.Tensor, lengths: torch.Tensor, config: WeakTrainCon
 def _load(features: FeatureSet, record: dict, motion: bool):
     """One clip as the weak model reads it: its visual side with motion where ``motion``."""
     clip = features.load(record)
-    return clip.video if not motion else clip.visual(True), clip.audio
+    return clip.visual(motion), clip.audio
 
 
 def fit_normalization(features: FeatureSet, records: list[dict], motion: bool = False) -> Normalization:

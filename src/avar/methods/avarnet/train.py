@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from avar.features.cache import FeatureSet, StepFeatures
+from avar.features.cache import FeatureSet, StepFeatures, visual_clips
 from avar.methods.avarnet import avarnet_loss, count_parameters
 from avar.methods.heads import build_head, has_branches, head_config
 from avar.methods.streams import run_streams
@@ -316,12 +316,17 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     if not val:
         warnings.warn(f"{features.root}: no val clips; selecting the checkpoint on training loss", stacklevel=2)
     use_motion, motion_choice = config.motion and features.has_motion and "v" in config.modality, None
+    if use_motion and config.video_motion:
+        # video_motion doubles the visual side's columns ([mean, change] of appearance and flow together),
+        # so the flow's columns would no longer be the last motion_dim ones the heads split off.
+        raise ValueError(f"{features.root} has a motion stream (optical flow) and --video-motion "
+                         f"{config.video_motion} was asked for; choose one: add --no-motion, or drop --video-motion")
     if use_motion and config.select_streams:
         motion_choice = select_motion(train + val, config.seed)
         use_motion = motion_choice.modality == "vm"
         log.log(logging.INFO if use_motion else logging.WARNING, "%s: visual side: %s", out_dir, motion_choice.reason)
     motion_dim = train[0].motion.shape[1] if use_motion else 0
-    train, val = ([replace(c, video=c.visual(use_motion), motion=None) for c in clips] for clips in (train, val))
+    train, val = visual_clips(train, use_motion), visual_clips(val, use_motion)
     train, val = with_motion(train, config.video_motion), with_motion(val, config.video_motion)
     norm = Normalization.fit([c.video for c in train], [c.audio for c in train])
     modality, fusion, selection = config.modality, config.fusion, None
