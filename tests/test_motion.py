@@ -208,3 +208,23 @@ def test_video_motion_and_a_motion_stream_are_refused_together(motion_run, tmp_p
     run = train_head(features, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, seq_len=4, video_motion=2,
                                                              motion=False, head=head), progress=False)
     assert not run.reads_motion and run.config.video_dim == 2 * run.extractors["video"]["dim"]
+
+
+def test_flow_normality_scores_fast_motion_above_the_speeds_it_was_fitted_on():
+    from avar.methods.autoencoder.flow_normality import FlowNormality, cell_speeds
+
+    rng = np.random.default_rng(0)
+    background = rng.integers(40, 90, (48, 72), dtype=np.uint8)
+    square = rng.integers(150, 255, (12, 12), dtype=np.uint8)
+
+    def walk(speed: int, n: int = 12) -> np.ndarray:
+        frames = np.repeat(background[None], n, axis=0)
+        for t in range(n):
+            frames[t, 18:30, 4 + speed * t:16 + speed * t] = square
+        return frames
+
+    normal = FlowNormality.fit([walk(1), walk(1)])
+    assert FlowNormality.from_dict(normal.to_dict()).top.shape == normal.top.shape
+    slow, fast = normal.scores(walk(1)), normal.scores(walk(4))
+    assert fast[1:].mean() > 2 * slow[1:].mean()
+    assert cell_speeds(walk(1)[:1]).shape == (1, 12, 18) and not cell_speeds(walk(1)[:1]).any()  # one frame: no flow

@@ -284,6 +284,8 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
     assert {"video_frame", "video_patch", "video_motion", "floor", "floor_mean", "floor_smoothed",
             "calibrated"} <= set(report["scorers"])  # calibrated: as watch scores, on the 2 training videos
     assert 0 <= report["scorers"]["calibrated"]["auc"] <= 1
+    # The motion term (optical flow against the training videos' speeds), alone and averaged with each scorer.
+    assert {"flow", "video_frame_flow", "video_patch_flow", "video_motion_flow"} <= set(report["scorers"])
     assert 0 <= report["frame_auc"] <= 1 and 0 <= report["eer"] <= 1
     assert report["threshold_source"].startswith("paper Table 6") and report["audio_pairing"].startswith("none")
     plots = sorted(p.name for p in (run_dir / "plots").iterdir())

@@ -39,6 +39,9 @@ JOINT_GAMMA = 0.5
 FLOOR = "floor"
 FLOOR_MEAN = "floor_mean"
 FLOOR_SMOOTHED = "floor_smoothed"
+FLOW = "flow"
+"""The motion term's scores (:mod:`avar.methods.autoencoder.flow_normality`); ``<video scorer>_flow``
+is its average with that scorer, reported beside it."""
 CALIBRATED = "calibrated"
 """The run's scores as files and streams get them (:class:`~avar.methods.autoencoder.run.AERun`):
 no per-video min-max, the held-out normal calibration instead."""
@@ -172,7 +175,7 @@ def cross_fit_joint(features: list[np.ndarray], labels: list[np.ndarray], *, fol
 def _score_split(run: AERun, videos: list[FrameVideo], smooth: int, progress: bool, desc: str) -> dict:
     """Errors (averaged over ``smooth`` frames), floor scores and labels of every video in ``videos``."""
     rows: dict[str, list] = {"video": [], "labels": [], "fps": [], FLOOR: [], FLOOR_MEAN: []}
-    use_audio = run.audio_model is not None
+    use_audio, flow = run.audio_model is not None, run.flow
     for video in tqdm(videos, desc=desc, disable=not progress, leave=False):
         loaded = load_video(video, run.frame_size, keep_native=True, audio_rate=SPECTRAL_RATE if use_audio else None)
         errors = run.frame_errors(loaded)
@@ -185,6 +188,8 @@ def _score_split(run: AERun, videos: list[FrameVideo], smooth: int, progress: bo
         rows[FLOOR_MEAN].append(frame_difference_scores(loaded.native, reduce="mean"))
         if smooth > 1:
             rows.setdefault(FLOOR_SMOOTHED, []).append(smooth_scores(rows[FLOOR][-1], smooth))
+        if flow is not None:
+            rows.setdefault(FLOW, []).append(smooth_scores(flow.scores(loaded.native), smooth))
     return rows
 
 
@@ -192,6 +197,10 @@ def _anomaly_scores(rows: dict, run: AERun, video_key: str, val_rows: dict | Non
     """Per-video min-max normalised errors (``1 - s_r``), plus the fusions for modality av."""
     keys = [k for k in rows if k not in _META]
     scores = {k: [minmax_normalize(v) for v in rows[k]] for k in keys}
+    if FLOW in scores:  # the motion term: each video scorer's regularity averaged with the flow's
+        for variant in ("video_frame", "video_patch", "video_motion"):
+            if variant in scores:
+                scores[f"{variant}_{FLOW}"] = [(v + f) / 2 for v, f in zip(scores[variant], scores[FLOW])]
     if run.audio_model is not None and run.video_model is not None:
         for variant in ("video_frame", "video_patch", "video_motion"):
             suffix = "" if variant == video_key else f"_{variant.split('_')[1]}"

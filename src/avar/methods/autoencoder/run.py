@@ -22,6 +22,7 @@ from scipy.ndimage import uniform_filter1d
 
 from avar.datasets.framefolders import LoadedVideo
 from avar.features.spectral import MinMaxNormalizer, spectral_features
+from avar.methods.autoencoder.flow_normality import FlowNormality
 from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.frame_difference import grid_cell_means
 from avar.methods.autoencoder.torch_model import AudioSeq2SeqAE, VideoSeq2SeqAE
@@ -153,6 +154,12 @@ class AERun(FeatureRun):
     @property
     def extra(self) -> dict:
         return self.meta
+
+    @property
+    def flow(self) -> FlowNormality | None:
+        """The motion term (:mod:`avar.methods.autoencoder.flow_normality`) where the run has one
+        (runs trained before it existed: ``avar upgrade`` fits it)."""
+        return FlowNormality.from_dict(self.meta["flow"]) if self.meta.get("flow") else None
 
     @property
     def stream(self) -> dict:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from avar.datasets.framefolders import FrameDataset, load_video, open_frame_dataset
 from avar.features.spectral import SPECTRAL_RATE, MinMaxNormalizer
 from avar.methods.autoencoder import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfig, VideoSeq2SeqAE, count_parameters
+from avar.methods.autoencoder.flow_normality import FlowNormality
 from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.run import AERun, as_model_input, autocast_for, resolve_precision
 from avar.training.run import check_options, check_run_dir
@@ -192,6 +193,10 @@ def train_autoencoder(
         run.calibrate([v.frames for v in shown], shown[0].fps, held_out=bool(calibration))
         meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in shown]
         meta["calibration_seconds"] = round(time.perf_counter() - t0, 2)
+    if use_video:
+        t0 = time.perf_counter()
+        meta["flow"] = FlowNormality.fit([load_video(v).frames for v in train]).to_dict()
+        meta["flow_seconds"] = round(time.perf_counter() - t0, 2)
     meta["train_seconds"] = round(time.perf_counter() - started, 2)
     meta["numerics"] = numerics()
     run.save(out_dir, history=history)
@@ -202,7 +207,8 @@ def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
                         audio_dir: Path | str | None = None) -> AERun:
     """Calibrate a visual autoencoder run saved before runs carried a calibration, on the
     normal training videos of ``data`` (those it was trained on, so the calibration is
-    in-sample and says so), and save it again."""
+    in-sample and says so), fit its motion term where it has none (:class:`FlowNormality`,
+    on the same videos), and save it again."""
     run = AERun.load(run_dir)
     if run.video_model is None:
         raise ValueError(f"{run_dir}: an acoustic-only autoencoder run has no stream calibration to fit")
@@ -213,6 +219,8 @@ def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
         raise ValueError(f"{dataset.root}: no training videos to calibrate on")
     run.calibrate([v.frames for v in loaded], loaded[0].fps, held_out=False)
     run.meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in loaded]
+    if run.flow is None:
+        run.meta["flow"] = FlowNormality.fit([load_video(v.video).frames for v in loaded]).to_dict()
     run.save(run_dir, keep=True)
     return run
 
