@@ -10,11 +10,18 @@ times the events page as a browser asks for it (first page, a deep page, each fi
 and one browser-like client listens to ``/api/live``; every reader must see every written
 event exactly once, in order (``lost`` and ``duplicated`` count the misses). Last, the size of
 a store holding a day of one camera's steps (``day_of_steps_mib``). Prints JSON.
+
+``--baseline REV`` also serves the same store with the code of git revision ``REV`` (a
+temporary worktree) and times both servers in one loop, request by request in turn, so the
+``baseline_ratio`` of each page's p50 (this code / REV's) compares them under the same load:
+
+    .venv/bin/python benchmarks/dashboard_load.py --events 100000 --baseline HEAD~1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -76,9 +83,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen:
+def start_server(db: Path, port: int, src: Path | None = None) -> subprocess.Popen:
+    """``avar serve`` on ``db`` in its own process; ``src``: the ``avar`` package to import instead of this one."""
     code = f"from avar.cli import main; main(['serve', '--db', {str(db)!r}, '--port', '{port}', '-q'])"
-    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -90,7 +100,8 @@ def start_server(db: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("avar serve did not start")
 
 
-def time_pages(base: str, repeats: int, since: str) -> dict:
+def time_pages(bases: dict[str, str], repeats: int, since: str) -> dict:
+    """Each page's p50 / p95 / max ms on each server of ``bases`` ({name: URL}), asked in turn."""
     pages = {
         "first page": "/events",
         "page 1000 (events 49,951-50,000)": "/events?page=1000",
@@ -102,19 +113,41 @@ def time_pages(base: str, repeats: int, since: str) -> dict:
         "source page (1 h of steps)": "/sources/1",
         "poll for new events": "/api/events?after=99990",
     }
-    out = {}
-    with httpx.Client(base_url=base, timeout=30) as http:
+    out = {server: {} for server in bases}
+    clients = {server: httpx.Client(base_url=base, timeout=30) for server, base in bases.items()}
+    try:
         for name, url in pages.items():
-            http.get(url).raise_for_status()  # warm
-            ms = []
+            ms = {server: [] for server in bases}
+            for http in clients.values():
+                http.get(url).raise_for_status()  # warm
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                http.get(url).raise_for_status()
-                ms.append(1000 * (time.perf_counter() - t0))
-            ms.sort()
-            out[name] = {"url": url, "p50_ms": round(statistics.median(ms), 1),
-                         "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
+                for server, http in clients.items():
+                    t0 = time.perf_counter()
+                    http.get(url).raise_for_status()
+                    ms[server].append(1000 * (time.perf_counter() - t0))
+            for server, times in ms.items():
+                times.sort()
+                out[server][name] = {"url": url, "p50_ms": round(statistics.median(times), 1),
+                                     "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
+                                     "max_ms": round(times[-1], 1)}
+    finally:
+        for http in clients.values():
+            http.close()
     return out
+
+
+@contextlib.contextmanager
+def worktree(rev: str):
+    """The ``src`` folder of a temporary git worktree at ``rev``."""
+    repo = Path(__file__).resolve().parents[1]
+    folder = Path(tempfile.mkdtemp(prefix="avar-baseline-"))
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(folder / "tree"), rev], check=True,
+                   capture_output=True)
+    try:
+        yield folder / "tree" / "src"
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder / "tree")],
+                       capture_output=True)
 
 
 def pollers_while_writing(base: str, db: Path, n_write: int, n_pollers: int = 10) -> dict:
@@ -179,27 +212,36 @@ def main(argv=None) -> int:
     parser.add_argument("--write", type=int, default=2000, help="events written while the pollers read")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also time the pages served by git revision REV")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         db = Path(tmp) / "events.db"
         t0 = time.perf_counter()
         build_store(db, args.events)
         build_s = time.perf_counter() - t0
         since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
-        port = free_port()
-        server = start_server(db, port)
+        servers = {"this": start_server(db, port := free_port())}
+        bases = {"this": f"http://127.0.0.1:{port}"}
+        if args.baseline:
+            servers["baseline"] = start_server(db, port := free_port(), stack.enter_context(worktree(args.baseline)))
+            bases["baseline"] = f"http://127.0.0.1:{port}"
         try:
-            base = f"http://127.0.0.1:{port}"
-            pages = time_pages(base, args.repeats, since)
-            load = pollers_while_writing(base, db, args.write)
+            timed = time_pages(bases, args.repeats, since)
+            load = pollers_while_writing(bases["this"], db, args.write)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for server in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
         day_mib = day_of_steps_mib(Path(tmp))
+    pages = timed["this"]
     result = {"events": args.events, "build_seconds": round(build_s, 1), "cpus": os.cpu_count(),
               "day_of_steps_mib": day_mib,
               "pages": pages, "slowest_p95_ms": max(p["p95_ms"] for p in pages.values()),
               "concurrent": load}
+    if args.baseline:
+        result["baseline"] = {"rev": args.baseline, "pages": timed["baseline"],
+                              "baseline_ratio": {name: round(page["p50_ms"] / timed["baseline"][name]["p50_ms"], 3)
+                                                 for name, page in pages.items()}}
     print(json.dumps(result, indent=1))
     return 0 if load["lost_total"] == 0 and load["duplicated_total"] == 0 else 1
 

@@ -54,10 +54,10 @@ def generated_store(root: Path, cameras: int = 0, per_camera: int = 0) -> dict:
 class ServerThread:
     """The dashboard of ``config`` served on 127.0.0.1 (a free port) while in the ``with`` block."""
 
-    def __init__(self, config, host: str = "127.0.0.1"):
+    def __init__(self, config, log_level: str = "warning"):
         from avar.serve.dashboard.app import make_server
 
-        self.server = make_server(config, host, 0, log_level="warning")
+        self.server = make_server(config, 0, log_level=log_level)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":

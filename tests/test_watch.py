@@ -159,7 +159,7 @@ def test_a_bad_file_in_a_folder_does_not_stop_the_others(run_dir, tmp_path, capl
         kinds = {s["uri"].rsplit("/", 1)[-1]: s["kind"] for s in store.sources()}
     assert [r.time for r in records] == [0.0, 1.0, 2.0, 0.0, 1.0]
     assert [f["source"] for f in watcher.failures] == [str(folder / "b.mp4")]
-    assert kinds["b.mp4"] == "error"
+    assert kinds["b.mp4"] == "file"  # its kind; why it failed is in its error
 
 
 def test_a_dropped_stream_is_reopened_and_the_gap_recorded(run_dir, media, tmp_path, caplog):

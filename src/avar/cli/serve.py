@@ -253,9 +253,9 @@ def cmd_serve(args) -> int:
 
     token = args.token or os.environ.get("AVAR_TOKEN") or None
     config = DashboardConfig(db=Path(args.db), runs=Path(args.runs) if args.runs else None, media=args.media,
-                             thumbnails=args.thumbnails, uploads=args.uploads, token=token,
-                             max_upload_mb=args.max_upload_mb)
-    server = make_server(config, args.host, args.port, log_level="warning" if args.quiet else "info")
+                             thumbnails=args.thumbnails, uploads=args.uploads, token=token, host=args.host,
+                             allowed_hosts=args.allowed_host, max_upload_mb=args.max_upload_mb)
+    server = make_server(config, args.port, log_level="warning" if args.quiet else "info")
     print(f"avar dashboard on http://{args.host}:{args.port}/ (store {config.db}); Ctrl-C stops it", flush=True)
     try:
         server.run()
@@ -376,6 +376,9 @@ def add_commands(command) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
                    "any other needs a token)")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a name requests may give in their Host header besides the --host address and localhost "
+                   "(repeatable): the DNS name or proxy users open the dashboard by; any other is refused")
     p.add_argument("--token", help="required on every request (also AVAR_TOKEN); open the dashboard as "
                    "http://HOST:PORT/?token=TOKEN")
     limit = default_of(DashboardConfig, "max_upload_mb")

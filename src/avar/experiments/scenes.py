@@ -131,7 +131,7 @@ def extract_scenes(data_dir: Path | str, out_dir: Path | str, video, audio, *, s
 
     Returns the caches and the files that could not be decoded (with the scene and reason).
     ``video`` / ``audio`` are extractors, or with ``engine`` (a Ray cluster)
-    :class:`avar.features.distributed.ExtractorSpec`\ s its workers build themselves.
+    :class:`avar.features.distributed.ExtractorSpec` objects its workers build themselves.
     """
     scenes, failures = {}, []
     for scene, folder in scene_folders(data_dir).items():

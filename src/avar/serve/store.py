@@ -136,15 +136,15 @@ class EventStore:
             self._db.execute("UPDATE sources SET state = ?, lagging = lagging + ?, last_seen = ? WHERE uri = ?",
                              (state, int(lagging), time.time(), uri))
 
-    def mark_error(self, uri: str, reason: str) -> None:
+    def mark_error(self, uri: str, reason: str, kind: str = "unknown") -> None:
         """Note that watching ``uri`` failed because of ``reason``. A source never read before is
-        registered with kind ``"error"``; one that delivered steps keeps its kind, its events and gaps."""
+        registered with ``kind``; one that delivered steps keeps its kind, its events and gaps."""
         now = time.time()
         with self._db:
             self._db.execute("INSERT INTO sources(uri, kind, first_seen, last_seen, error) "
-                             "VALUES (?, 'error', ?, ?, ?) "
+                             "VALUES (?, ?, ?, ?, ?) "
                              "ON CONFLICT(uri) DO UPDATE SET last_seen = excluded.last_seen, error = excluded.error",
-                             (uri, now, now, reason))
+                             (uri, kind, now, now, reason))
 
     def _source_id(self, uri: str) -> int:
         row = self._db.execute("SELECT id FROM sources WHERE uri = ?", (uri,)).fetchone()

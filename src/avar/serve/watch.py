@@ -67,10 +67,27 @@ and reconnecting to it would replay it forever."""
 @dataclass
 class Source:
     """One thing to watch: ``uri`` (a file, a folder of files, a URL or a device) and an optional
-    display ``name`` (stored with the source)."""
+    display ``name`` (stored with the source). A path on this machine is made absolute, so the
+    store names it the same wherever the watch ran."""
 
     uri: str
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        if is_local(self.uri):
+            self.uri = str(Path(self.uri).resolve())
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a path on this machine (a file, folder or device), not a URL."""
+    return "://" not in uri
+
+
+def source_kind(uri: str) -> str:
+    """How the store lists a source: ``file`` (a local path that is, or should be, a file) or
+    ``stream`` (a URL or a device)."""
+    path = Path(uri)
+    return "file" if path.is_file() or is_local(uri) and not path.exists() else "stream"
 
 
 def read_sources(path: Path | str) -> list[Source]:
@@ -339,7 +356,7 @@ class Watcher:
         log.warning("%s: %s", uri, reason)
         self.failures.append({"source": uri, "reason": reason})
         if self.store is not None:
-            self.store.mark_error(uri, reason)
+            self.store.mark_error(uri, reason, source_kind(uri))
 
     def _steps(self, uri: str, opener) -> Iterator[StepMedia]:
         """The source's steps; with ``anonymize``, each frame covered at full size, then resized
@@ -555,6 +572,9 @@ class _Feed:
             else:
                 is_file = Path(self.uri).is_file()
                 try:
+                    if is_local(self.uri) and not Path(self.uri).exists():
+                        # Only URLs and devices come back: a path that is not there is a mistake.
+                        raise MediaError(self.uri, "no such file or folder; check the path")
                     self._one(self.uri, self.realtime, (not is_file) if self.reconnect is None else self.reconnect,
                               self.idle_timeout if self.follow and is_file else None)
                 except MediaError as exc:
@@ -616,7 +636,7 @@ class _Feed:
                             offset = round(offset + late, 3)
                             self.put("gap", uri, last_end, round(media.time + offset, 6), "stall")
                     if not registered:
-                        self.put("open", uri, "file" if Path(uri).is_file() else "stream", self.source.name,
+                        self.put("open", uri, source_kind(uri), self.source.name,
                                  "live" if live else "reading")
                         registered = True
                     last_end = media.end + offset

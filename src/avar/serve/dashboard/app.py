@@ -16,28 +16,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hmac
 import json
+import logging
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from avar.media.decode import MEDIA_EXTENSIONS
+from avar.serve.dashboard.guard import LOCAL_HOSTS, BadRequest, Guard, confined, hide_tokens, number, when
 from avar.serve.dashboard.jobs import Uploads, UploadError
-from avar.serve.dashboard.reader import EventFilter, StoreReader
+from avar.serve.dashboard.reader import MAX_ID, EventFilter, StoreReader, fits
 from avar.serve.store import EventStore
 
+log = logging.getLogger(__name__)
+
 HERE = Path(__file__).parent
-TOKEN_COOKIE = "avar_token"
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CHUNK = 1 << 16
 
 
@@ -57,6 +59,10 @@ class DashboardConfig:
     """Where uploaded files are kept (default: ``uploads`` beside the store)."""
     token: str | None = None
     """Required on every request when set (header ``Authorization: Bearer``, cookie, or ``?token=``)."""
+    host: str = "127.0.0.1"
+    """The address it is served on: requests must name it (or localhost) in their ``Host``."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """More names requests may give in ``Host`` (a DNS name or proxy in front of the dashboard)."""
     max_upload_mb: float = 512.0
     """Largest upload accepted, in MiB."""
     page_size: int = 50
@@ -65,6 +71,8 @@ class DashboardConfig:
     """How often live views look for new events and steps."""
     window_seconds: float = 3600.0
     """Seconds of a source's timeline shown when no event is chosen (its latest)."""
+    heartbeat_seconds: float = 5.0
+    """An idle live stream sends a comment this often, so proxies and browsers keep it open."""
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)
@@ -88,56 +96,23 @@ class DashboardConfig:
         return [p.resolve() for p in (self.thumbnails, *self.media)]
 
 
-def confined(name: str | None, roots: list[Path], extensions=None) -> Path | None:
-    """The file ``name`` (absolute, or relative to the working folder or to one of ``roots``)
-    if it resolves, symlinks followed, to a file inside one of ``roots`` (with one of
-    ``extensions``); else None."""
-    if not name:
-        return None
-    path = Path(name)
-    for candidate in [path] if path.is_absolute() else [path, *(root / path for root in roots)]:
-        try:
-            real = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if real.is_file() and any(real.is_relative_to(root) for root in roots) and \
-                (extensions is None or real.suffix.lower() in extensions):
-            return real
-    return None
-
-
-class BadRequest(ValueError):
-    pass
-
-
-def _number(request: Request, name: str, kind=float, low: float | None = None):
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise BadRequest(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
-    if isinstance(value, float) and not math.isfinite(value) or low is not None and value < low:
-        raise BadRequest(f"{name}={raw!r} must be a number >= {low}")
-    return value
-
-
-def _when(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest(f"{name}={raw!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
-
-
 def event_filter(request: Request) -> EventFilter:
-    return EventFilter(label=request.query_params.get("label") or None, source=_number(request, "source", int),
-                       since=_when(request, "since"), until=_when(request, "until"),
-                       min_score=_number(request, "min_score", float, 0.0), after=_number(request, "after", int, 0))
+    return EventFilter(label=request.query_params.get("label") or None, source=number(request, "source", int, 0),
+                       since=when(request, "since"), until=when(request, "until"),
+                       min_score=number(request, "min_score", float, 0.0), after=number(request, "after", int, 0))
+
+
+def resume_point(last_event_id: str) -> tuple[int, float | None] | None:
+    """``(event id, step time)`` from a live stream's ``Last-Event-ID`` (``ID/TIME``, as the stream
+    marks its messages); None when it is absent or not one (the stream then starts afresh)."""
+    event, sep, step = last_event_id.partition("/")
+    try:
+        after, steps_after = int(event), float(step) if step else None
+    except ValueError:
+        return None
+    if not sep or not fits(after) or steps_after is not None and not math.isfinite(steps_after):
+        return None
+    return after, steps_after
 
 
 def short_source(uri: str) -> str:
@@ -149,36 +124,6 @@ def utc(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-class TokenGate:
-    """Refuses every request without the token (pure ASGI, so streamed responses pass through)."""
-
-    def __init__(self, app, token: str):
-        self.app, self.token = app, token
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        header = request.headers.get("authorization", "")
-        query = request.query_params.get("token")
-        given = query or (header[7:] if header.lower().startswith("bearer ") else None) or request.cookies.get(TOKEN_COOKIE)
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
-            response = PlainTextResponse("avar serve: this dashboard needs its token. Open it as "
-                                         "http://HOST:PORT/?token=TOKEN (the token given to avar serve with "
-                                         "--token or AVAR_TOKEN).", status_code=401)
-            return await response(scope, receive, send)
-        if query is None:
-            return await self.app(scope, receive, send)
-
-        async def send_with_cookie(message):
-            if message["type"] == "http.response.start":
-                cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
-                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode())]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
 
 
 def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
@@ -197,17 +142,17 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
     async def events_page(request: Request):
         try:
             filters = event_filter(request)
-            number = _number(request, "page", int, 1) or 1
+            size = config.page_size
+            page_number = number(request, "page", int, 1, MAX_ID // size) or 1
         except BadRequest as exc:
             return page(request, "error.html", 400, message=str(exc))
-        size = config.page_size
         # The newest id before the page is read: live updates start after it, and the page
         # script drops an event it already shows, so none is lost or shown twice.
         last_id, rows, total, labels, sources = await run_in_threadpool(lambda: (
-            reader.last_event_id(), reader.events(filters, limit=size, offset=(number - 1) * size),
+            reader.last_event_id(), reader.events(filters, limit=size, offset=(page_number - 1) * size),
             reader.count(filters), reader.labels(), reader.sources()))
         query = {k: v for k, v in request.query_params.items() if k not in ("page", "token") and v}
-        return page(request, "events.html", events=rows, total=total, number=number,
+        return page(request, "events.html", events=rows, total=total, number=page_number,
                     pages=max(1, math.ceil(total / size)), labels=labels, sources=sources, query=query,
                     filters=filters, last_id=last_id)
 
@@ -263,7 +208,7 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
     async def api_events(request: Request):
         try:
             filters = event_filter(request)
-            limit = min(_number(request, "limit", int, 1) or 500, 5000)
+            limit = min(number(request, "limit", int, 1) or 500, 5000)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         # With ``after`` a poller reads forward, oldest first; otherwise the newest page.
@@ -275,30 +220,29 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
 
     async def api_steps(request: Request):
         try:
-            after = _number(request, "after", float)
+            after = number(request, "after", float)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"steps": await run_in_threadpool(reader.steps, request.path_params["source_id"],
-                                                              after=after)})
+        source_id = request.path_params["source_id"]
+        if await run_in_threadpool(reader.source, source_id) is None:
+            return JSONResponse({"error": f"no source {source_id}"}, status_code=404)
+        return JSONResponse({"steps": await run_in_threadpool(reader.steps, source_id, after=after)})
 
     async def api_live(request: Request):
         try:
             filters = event_filter(request)
-            steps_after = _number(request, "steps_after", float)
+            steps_after = number(request, "steps_after", float)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         after = filters.after if filters.after is not None else await run_in_threadpool(reader.last_event_id)
         # A browser that reconnects sends the id of the last message it got: resume there.
-        resume = request.headers.get("last-event-id", "").split("/")
-        if len(resume) == 2:
-            try:
-                after, steps_after = int(resume[0]), float(resume[1]) if resume[1] else None
-            except ValueError:
-                pass
+        resumed = resume_point(request.headers.get("last-event-id", ""))
+        if resumed is not None:
+            after, steps_after = resumed
 
         async def stream():
             nonlocal after, steps_after
-            idle = 0.0
+            quiet_since = time.monotonic()
             yield "retry: 2000\n\n"
             while not stopping() and not await request.is_disconnected():
                 events = await run_in_threadpool(reader.events, replace(filters, after=after), limit=500,
@@ -313,9 +257,10 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
                     yield f"event: events\n{mark}data: {json.dumps(events)}\n\n"
                 if steps:
                     yield f"event: steps\n{mark}data: {json.dumps(steps)}\n\n"
-                idle = 0.0 if events or steps else idle + config.poll_seconds
-                if idle >= 15:
-                    idle = 0.0
+                if events or steps:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= config.heartbeat_seconds:
+                    quiet_since = time.monotonic()
                     yield ": still here\n\n"
                 await asyncio.sleep(config.poll_seconds)
 
@@ -346,6 +291,10 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
             if part is not None:
                 part.unlink(missing_ok=True)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except ClientDisconnect:  # the browser went away part way: nobody reads an answer
+            part.unlink(missing_ok=True)
+            log.info("upload of %r abandoned by the client before its end; nothing was kept", name)
+            return JSONResponse({"error": "upload abandoned"}, status_code=400)
         except BaseException:
             if part is not None:
                 part.unlink(missing_ok=True)
@@ -382,19 +331,21 @@ def create_app(config: DashboardConfig, stopping=lambda: False) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.uploads = uploads
-    return TokenGate(app, config.token) if config.token else app
+    return Guard(app, config.host, config.allowed_hosts, config.token)
 
 
-def make_server(config: DashboardConfig, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"):
-    """A uvicorn server for the dashboard (``port`` 0: any free port); its live streams end when
-    it is asked to stop. Off localhost, a token is required."""
+def make_server(config: DashboardConfig, port: int = 8080, log_level: str = "info"):
+    """A uvicorn server for the dashboard on ``config.host`` (``port`` 0: any free port); its
+    live streams end when it is asked to stop. Off localhost, a token is required. Token values
+    never reach its log."""
     import uvicorn
 
-    if host not in LOCAL_HOSTS and not config.token:
-        raise ValueError(f"--host {host} makes the dashboard reachable from other machines; give it a token with "
-                         "--token TOKEN or the AVAR_TOKEN environment variable (every request must then carry it)")
+    if config.host not in LOCAL_HOSTS and not config.token:
+        raise ValueError(f"--host {config.host} makes the dashboard reachable from other machines; give it a token "
+                         "with --token TOKEN or the AVAR_TOKEN environment variable (every request must then carry it)")
     servers = []
     app = create_app(config, stopping=lambda: bool(servers) and servers[0].should_exit)
-    servers.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+    servers.append(uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level=log_level,
                                                  timeout_graceful_shutdown=5)))
+    hide_tokens("uvicorn.access", "uvicorn.error")  # after uvicorn.Config, which sets up its logging
     return servers[0]

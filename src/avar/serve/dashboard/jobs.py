@@ -5,12 +5,15 @@ arrives, and checked by decoding its first step (:func:`avar.media.decode.probe`
 gets its final name; anything that fails leaves no file behind. A job watches the file with
 the chosen run (one job at a time, in a worker thread) and writes the source, its steps and
 its events to the store only once the whole file has been read, so a file that turns out to
-be damaged half way leaves nothing in the store either.
+be damaged half way leaves nothing in the store either. Uploads the server did not analyse
+before it stopped (queued, or cut off by a kill) are removed, not analysed later: when it
+stops and, for what a kill left, when the next one starts (the user uploads them again).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,8 @@ from avar.media.decode import MEDIA_EXTENSIONS, MediaError, probe
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+UPLOAD_NAME = re.compile(r"(\.[0-9a-f]{12}\.part|[0-9a-f]{12}-.*)")
+"""The names this module gives uploaded files: ``.JOB.part`` while arriving, ``JOB-NAME.EXT`` after."""
 
 
 class UploadError(ValueError):
@@ -56,6 +61,18 @@ class Job:
                 "events": self.events, "duration": self.duration}
 
 
+def _shown(exc: Exception, path: Path, name: str) -> str:
+    """Why an upload failed, as its user may read it: the server's path to the file replaced by
+    the name they gave, and for a file that failed part way the decoder's reason alone (a watch
+    keeps what decoded before it; an upload keeps nothing)."""
+    if isinstance(exc, MediaError) and isinstance(exc.__cause__, MediaError):
+        exc = exc.__cause__
+    reason = exc.reason if isinstance(exc, MediaError) else str(exc)
+    for shown in (str(path), path.name):
+        reason = reason.replace(shown, name)
+    return reason
+
+
 def list_runs(folder: Path | None) -> dict[str, Path]:
     """Run directories a user may pick by name: ``folder`` itself if it is a run, else its
     subfolders that hold a run (a ``config.json`` with weights next to it)."""
@@ -73,6 +90,24 @@ class Uploads:
         self.folder, self.db, self.thumbnails, self.runs_dir, self.max_bytes = folder, db, thumbnails, runs, max_bytes
         self.jobs: dict[str, Job] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avar-analyse")
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Delete the uploads a stopped server left unanalysed (queued, running or still arriving
+        when it stopped): files with this module's names that no source in the store names.
+        Returns them. (One dashboard per uploads folder.)"""
+        from avar.serve.store import EventStore
+
+        if not self.folder.is_dir():
+            return []
+        with EventStore(self.db) as store:
+            kept = {s["uri"] for s in store.sources()}
+        left = [p for p in self.folder.iterdir()
+                if UPLOAD_NAME.fullmatch(p.name) and p.is_file() and str(p.resolve()) not in kept]
+        for path in left:
+            log.warning("%s: an upload the dashboard stopped before analysing; removed (upload it again)", path.name)
+            path.unlink(missing_ok=True)
+        return left
 
     def runs(self) -> dict[str, Path]:
         return list_runs(self.runs_dir)
@@ -99,7 +134,7 @@ class Uploads:
         try:
             duration = probe(part)
         except MediaError as exc:
-            raise UploadError(f"{name!r} could not be read as media: {exc.reason}. Nothing was kept; "
+            raise UploadError(f"{name!r} could not be read as media: {_shown(exc, part, name)}. Nothing was kept; "
                               "upload a playable video or sound file") from None
         part.replace(final)
         job = Job(id=job_id, name=name, run=run, path=final.resolve(), duration=duration)
@@ -132,12 +167,17 @@ class Uploads:
             job.events, job.progress, job.state = len(watcher.events), 1.0, "done"
             log.info("%s: analysed with %s: %d steps, %d events", job.name, job.run, len(records), job.events)
         except Exception as exc:  # noqa: BLE001 - a job's failure is reported in the page, not raised
-            reason = exc.reason if isinstance(exc, MediaError) else str(exc)
+            reason = _shown(exc, job.path, job.name)
             log.warning("%s: analysis failed: %s", job.name, reason)
             job.state, job.error = "failed", f"{job.name}: {reason}. Nothing was stored; check the file and upload it again"
             job.path.unlink(missing_ok=True)
             shutil.rmtree(thumbnails, ignore_errors=True)
 
     def close(self) -> None:
+        """Stop taking jobs: queued ones are dropped with their files (the one running ends first)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for job in self.jobs.values():
+            if job.state == "queued":
+                job.path.unlink(missing_ok=True)
+                job.state, job.error = "failed", f"{job.name}: the dashboard stopped before analysing it; upload it again"
 

@@ -17,6 +17,13 @@ MAX_STEP = 60.0
 """Longest step (seconds) the time-window queries allow for."""
 LIVE_SECONDS = 30.0
 """A source that wrote a step or event this recently (wall clock) is shown as live."""
+MAX_ID = 2**63 - 1
+"""The largest integer SQLite stores: no id can be larger (binding one raises OverflowError)."""
+
+
+def fits(value: int) -> bool:
+    """Whether ``value`` can be an id in the store (any other names no row)."""
+    return 0 <= value <= MAX_ID
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class StoreReader:
         return self._rows(f"SELECT count(*) AS n FROM events e{where}", params)[0]["n"]
 
     def event(self, event_id: int) -> dict | None:
+        if not fits(event_id):
+            return None
         rows = self._rows(f"SELECT {_EVENT_COLUMNS}, e.thumbnail AS thumbnail_path FROM events e "
                           "JOIN sources s ON s.id = e.source_id WHERE e.id = ?", (event_id,))
         return rows[0] if rows else None
@@ -84,6 +93,8 @@ class StoreReader:
         wrote in the last ``LIVE_SECONDS`` or not), 'reading' / 'done' (the same for a file), or
         while it is recent what its watcher said last when it was 'lagging', 'stalled' or
         'reconnecting'."""
+        if source_id is not None and not fits(source_id):
+            return []
         rows = self._rows(
             "SELECT s.id, s.uri, s.name, s.kind, s.state AS watcher_state, s.first_seen, s.last_seen, s.gaps, "
             "s.skipped, s.lagging, s.error, "
@@ -109,6 +120,8 @@ class StoreReader:
               until: float | None = None) -> list[dict]:
         """Stored steps of a source in time order: ``time > after``, and overlapping
         ``[since, until)`` (seconds on the source's timeline), where given."""
+        if not fits(source_id):
+            return []
         sql = 'SELECT "time", "end", predicted, anomaly_score, probabilities FROM steps WHERE source_id = ?'
         params: list = [source_id]
         # "time" bounds use the primary key, so a camera's month of steps is not scanned for an
