@@ -218,8 +218,8 @@ thumbnails and every step's scores, in `{STORE_NAME}`. Open them with
 and browse http://127.0.0.1:8080/.
 
 Finished in {elapsed:.0f} s ({describe_numerics(numerics())}). The same seed gives the same
-figures on the same kind of CPU and may differ by a test clip on another (README, "What the
-demo measured").
+figures on the same kind of CPU and may differ by a test clip on another (docs/results.md,
+"The demo").
 """
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(_markdown_to_html(markdown))

@@ -13,7 +13,7 @@ KERNEL_PINS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLA
 """Environment variables that pin the CPU kernels PyTorch (ATen, MKL, oneDNN), OpenBLAS and NumPy
 choose. The same seed gives the same run on the same kind of CPU; across kinds (AVX2 against
 AVX-512) the kernels sum in another order and a run can differ by a test clip (the demo's
-audio-only head: 0.617 on AVX2, 0.600 on AVX-512; README). Set to AVX2's kernels, an AVX-512
+audio-only head: 0.617 on AVX2, 0.600 on AVX-512; docs/results.md). Set to AVX2's kernels, an AVX-512
 machine trains the demo's AVAR-Net heads as an AVX2 one does (ONNX Runtime, which extracts the
 video features there, has no such switch)."""
 
