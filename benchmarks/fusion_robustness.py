@@ -27,7 +27,8 @@ from pathlib import Path
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_ORDER
 from avar.datasets.folders import discover
 from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
-from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
+from avar.features.cache import FeatureSet, extract_dataset
+from avar.files import write_json_atomic
 from avar.methods.avarnet.stream_selection import LEGACY_POOLING, POOLING, cross_validated, select_streams
 from avar.media.synth import synthesize
 from avar.experiments.robustness import (

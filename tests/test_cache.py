@@ -6,7 +6,9 @@ import logging
 import numpy as np
 import pytest
 
-from avar.datasets.folders import ClipEntry, discover
+from avar.media.clips import ClipEntry
+
+from avar.datasets.folders import discover
 from avar.features import build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
 from avar.media.synth import write_av_file

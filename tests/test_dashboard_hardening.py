@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from avar.cli import main
-from avar.serve.dashboard.app import DashboardConfig, create_app, make_server
+from avar.serve.dashboard.app import DashboardConfig, create_app
 from avar.serve.events import Event
 from avar.serve.store import EventStore
 from dashboard_helpers import ServerThread, generated_store

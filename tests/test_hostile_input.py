@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from avar.cli import main
-from avar.datasets.folders import clip_id_for, clip_path_of, discover, scan
+from avar.media.clips import clip_id_for, clip_path_of
+from avar.datasets.folders import discover, scan
 from avar.features import build_extractor
 from avar.features import cache as cache_mod
 from avar.features.cache import FeatureSet, _clip_file, extract_dataset

@@ -14,7 +14,7 @@ from avar.metrics.classification import (
     confusion_matrix,
     roc_auc,
 )
-from avar.report.plots import plot_bars, plot_confusion, plot_score_curve
+from avar.plots import plot_bars, plot_confusion, plot_score_curve
 
 CLASSES = ["normal", "fight", "explosion", "gunshot", "riot", "accident"]
 NEVER_PREDICTED = 4  # "riot": its probability column is zero, so argmax never picks it

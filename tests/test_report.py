@@ -11,7 +11,8 @@ import torch
 
 from avar.experiments.ablate import write_tables
 from avar.cli import main
-from avar.features.cache import MANIFEST, FeatureSet, StepFeatures, write_json_atomic
+from avar.features.cache import MANIFEST, FeatureSet, StepFeatures
+from avar.files import write_json_atomic
 from avar.report.html import build_report, known_interval
 from avar.methods.avarnet.train import TrainConfig, train_head
 

@@ -262,7 +262,7 @@ def test_train_refuses_a_directory_of_other_files(runs, tmp_path, capsys):
 
 
 def _disk_full_at(monkeypatch, suffix: str, error: BaseException):
-    real = run_format._write_file
+    real = run_format.write_synced
 
     def write(path, data):
         if path.name.endswith(suffix):
@@ -270,7 +270,7 @@ def _disk_full_at(monkeypatch, suffix: str, error: BaseException):
             raise error
         real(path, data)
 
-    monkeypatch.setattr(run_format, "_write_file", write)
+    monkeypatch.setattr(run_format, "write_synced", write)
 
 
 def _siblings(path):

@@ -12,7 +12,6 @@ file renamed when complete), and a folder's batch survives a bad file.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avar.anonymize.cover import Anonymizer, Covered
-from avar.features.cache import write_json_atomic
+from avar.files import atomic_path, write_json_atomic
 from avar.media.decode import MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 
 log = logging.getLogger(__name__)
@@ -72,18 +71,13 @@ def anonymize_file(source: Path | str, output: Path | str, anonymizer: Anonymize
     if fmt is None:
         raise ValueError(f"{output}: cannot write '{output.suffix}' files; use one of {sorted(WRITABLE)}")
     started = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    try:
+    with atomic_path(output) as partial:
         try:
             container = av.open(str(source))
         except (av.error.FFmpegError, OSError) as exc:
             raise MediaError(source, f"cannot open as media ({exc})") from None
         with container:
             frames_log, audio_note = _transcode(container, source, partial, fmt, anonymizer, mute_speech, progress)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
     sidecar = output.with_name(output.name + SIDECAR_SUFFIX)
     write_json_atomic(sidecar, {"source": str(source), "output": str(output),
                                 "detectors": [d.name for d in anonymizer.detectors], "mode": anonymizer.mode,

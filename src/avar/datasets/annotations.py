@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avar.datasets.folders import clip_id_for, clip_path_of
+from avar.media.clips import clip_id_for, clip_path_of
 from avar.media.decode import MEDIA_EXTENSIONS
 
 SYNTH_GENERATOR = "avar.media.synth"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avar.datasets.folders import ClipEntry, discover
+from avar.media.clips import ClipEntry
+
+from avar.datasets.folders import discover
 from avar.media.decode import MEDIA_EXTENSIONS
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from avar.features.cache import write_json_atomic
+from avar.files import write_json_atomic
 
 if TYPE_CHECKING:  # Ray is optional: imported only when a grid runs on it
     from avar.cluster import RayEngine

@@ -18,7 +18,7 @@ from avar.features import DEFAULT_AUDIO, DEFAULT_VIDEO, build_extractor
 from avar.features.cache import FeatureSet, extract_dataset
 from avar.media.synth import synthesize
 from avar.serve.predict import predict_files
-from avar.report.plots import plot_bars, plot_step_scores
+from avar.plots import plot_bars, plot_step_scores
 from avar.methods.avarnet.train import TrainConfig, train_head
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
 from avar.training.seeding import describe_numerics, numerics

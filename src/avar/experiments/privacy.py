@@ -18,7 +18,8 @@ import numpy as np
 
 from avar.anonymize.cover import AnonymizeConfig
 from avar.datasets.folders import scan
-from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
+from avar.features.cache import FeatureSet, extract_dataset
+from avar.files import write_json_atomic
 from avar.methods.avaca.evaluate import evaluate_weak
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
 from avar.methods.avarnet.evaluate import evaluate_run

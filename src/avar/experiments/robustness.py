@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from avar.experiments.ablate import HEAD_ORDER, MODALITY_LABELS, MODALITY_ORDER, RESULT_FILE, finished, run_parallel
-from avar.features.cache import FeatureSet, StepFeatures, write_json_atomic
+from avar.features.cache import FeatureSet, StepFeatures
+from avar.files import write_json_atomic
 from avar.methods.avarnet.stream_selection import POOLING, cv_splits, pooled_design, pooled_regression
 
 VARIANTS = ("clean", "video-shuffled", "audio-shuffled")

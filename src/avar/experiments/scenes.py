@@ -18,7 +18,8 @@ import numpy as np
 from avar.datasets.mavad import REPEATS, repeated_splits, scene_entries, scene_folders
 from avar.experiments.ablate import RESULT_FILE, finished, run_parallel
 from avar.methods.avaca.evaluate import evaluate_weak
-from avar.features.cache import FeatureSet, extract_dataset, write_json_atomic
+from avar.features.cache import FeatureSet, extract_dataset
+from avar.files import write_json_atomic
 from avar.metrics.classification import _json_ready, _table
 from avar.methods.avaca.train import WeakTrainConfig, train_weak
 

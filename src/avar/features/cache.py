@@ -19,9 +19,6 @@ import errno
 import hashlib
 import json
 import logging
-import os
-import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +31,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save
 from tqdm import tqdm
 
-from avar.datasets.folders import ClipEntry, clip_path_of
+from avar.media.clips import ClipEntry, clip_path_of
 from avar.features.base import Extractor
+from avar.files import safe_file_name, write_atomic, write_json_atomic
 from avar.media.decode import ClipSteps, MediaError, check_step, decode_steps, resize_rgb
 
 MANIFEST = "manifest.json"
@@ -89,54 +87,6 @@ class ExtractSummary:
     done: int
     skipped: int
     failures: list[dict] = field(default_factory=list)
-
-
-NEW_FILE_MODE = 0o666
-"""What a new file asks for; the umask takes away the rest, as for any file a program writes."""
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it (os.umask would, briefly, for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
-
-    The file gets the permissions any new file gets (``0666`` less the umask), not the
-    private ``0600`` of a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, NEW_FILE_MODE & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def safe_file_name(text: str, limit: int = 64) -> str:
-    """``text`` (from data: a URL, a file name, a label) as one plain file-name part: runs of
-    anything but letters, digits, ``.``, ``-`` and ``_`` become ``_``, no leading or trailing
-    ``.``/``_`` (so no hidden files, no ``..``), at most ``limit`` characters (a file name holds
-    255 bytes), never empty. Callers add a digest where distinct texts must stay distinct."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:limit]
-    return safe or "_"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def extractor_record(extractor: Extractor, weights: str | None) -> dict:

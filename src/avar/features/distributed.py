@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from avar.cluster import RayEngine, task_error
-from avar.datasets.folders import ClipEntry
+from avar.media.clips import ClipEntry
 from avar.features.cache import (DISK_FULL, MANIFEST_EVERY, ExtractSummary, cache_settings, check_out_dir,
                                  decode_clip, disk_full_error, disk_full_message, extractor_record, motion_sampling,
                                  open_cache, save_features, write_manifest)

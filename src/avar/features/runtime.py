@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from avar.files import atomic_path
+
 RUNTIMES = ("torch", "bf16", "onnx", "int8")
 ONNX_OPSET = 18
 ONNX_DIR = "avar-onnx"
@@ -212,22 +214,16 @@ class TorchBackbone:
     def export_onnx(self, path: Path) -> Path:
         """Export ``net`` to ``path`` (batch, and any other dynamic axis, left free); atomic."""
         example, axes = self.export_example()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         net = copy.deepcopy(self.net).float().cpu().eval()
-        try:
-            with warnings.catch_warnings():
-                # The TorchScript-based exporter is the one that handles the transformers
-                # models quickly and exactly; its deprecation notice is not the user's concern.
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    net, (torch.from_numpy(example),), str(tmp), input_names=["input"], output_names=["features"],
-                    dynamic_axes={"input": axes, "features": {0: "batch"}}, opset_version=ONNX_OPSET,
-                    dynamo=False,
-                )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # The TorchScript-based exporter is the one that handles the transformers
+            # models quickly and exactly; its deprecation notice is not the user's concern.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net, (torch.from_numpy(example),), str(tmp), input_names=["input"], output_names=["features"],
+                dynamic_axes={"input": axes, "features": {0: "batch"}}, opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
         return path
 
     def _int8_model(self, calibration: np.ndarray | None, cache_dir: Path | None) -> Path:
@@ -273,8 +269,9 @@ class TorchBackbone:
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
         settings = self.int8_settings
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
-            prepared, quantised = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp, \
+                atomic_path(path) as quantised:
+            prepared = Path(tmp) / "prepared.onnx"
             # ONNX's own shape inference: ONNX Runtime's symbolic one gives up on the transformers
             # graphs (MobileViT, wav2vec2) and then leaves its temporary model in the working folder.
             quant_pre_process(str(export), str(prepared), skip_symbolic_shape=True)
@@ -284,7 +281,6 @@ class TorchBackbone:
                 activation_type=types[settings["activations"]], weight_type=types[settings["weights"]],
                 calibrate_method=methods[settings["calibrate"]],
             )
-            os.replace(quantised, path)
         return path
 
 

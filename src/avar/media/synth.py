@@ -34,7 +34,6 @@ anomalous ones. The class folders and the metadata layout are the same; a traine
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -50,6 +49,8 @@ import numpy as np
 import scipy.fft
 from scipy import signal
 from tqdm.auto import tqdm
+
+from avar.files import atomic_path, write_json_atomic
 
 AUDIO_RATE = 48_000
 """Sample rate (Hz) of the synthetic clips' audio."""
@@ -212,13 +213,8 @@ def write_av_file(
             raise ValueError(f"{path}: audio_start_s must be >= 0, got {audio_start_s}")
         audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
+    with atomic_path(path) as partial:
         _encode(partial, fmt, frames_rgb, fps, pts, audio, audio_rate, audio_start_s)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 
@@ -786,9 +782,7 @@ def synthesize(
         "clips": clips,
     }
     path = out_dir / "metadata.json"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(metadata, indent=1))
-    os.replace(partial, path)
+    write_json_atomic(path, metadata)
     return SynthSummary(out_dir, len(clips), list(CLASSES), path)
 
 
@@ -822,9 +816,7 @@ def write_bench_clip(
     fields = [2.0 * rng.standard_normal((height, width, 3), np.float32) for _ in range(6)]
     bank = [(np.clip(f, 0, 255).astype(np.uint8), np.clip(-f, 0, 255).astype(np.uint8)) for f in fields]
     sound = render_audio(rng, audio_rate, seconds, "siren", (min(20.0, seconds / 3), min(30.0, seconds / 2)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
+    with atomic_path(path) as partial:
         with av.open(str(partial), "w", format="mp4") as container:
             video = container.add_stream("libx264", rate=fps)
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
@@ -859,7 +851,4 @@ def write_bench_clip(
             sound_until(seconds)
             container.mux(video.encode(None))
             container.mux(audio.encode(None))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path

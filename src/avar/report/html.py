@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from avar.experiments.ablate import HEAD_ORDER, METRICS, MODALITY_LABELS, MODALITY_ORDER, summarise
 from avar.methods.avarnet.evaluate import check_compatible, evaluate_run
 from avar.features.cache import FeatureSet, StepFeatures
-from avar.report.plots import new_figure, plot_confusion, plot_score_curve, save_figure
+from avar.plots import new_figure, plot_confusion, plot_score_curve, save_figure
 from avar.runs import load_run
 from avar.methods.avarnet.run import Run
 from avar.training.run import FeatureRun

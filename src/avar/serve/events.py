@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from avar.features.cache import safe_file_name, write_atomic
+from avar.files import safe_file_name, write_atomic
 from avar.metrics.events import Event, EventConfig, EventDetector, Step, detect_events
 
 __all__ = ["Event", "EventConfig", "EventDetector", "Step", "detect_events", "save_thumbnail", "thumbnail_path"]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from avar.features.cache import features_from_steps, motion_sampling, safe_file_name, write_atomic, write_json_atomic
+from avar.features.cache import features_from_steps, motion_sampling
+from avar.files import atomic_path, safe_file_name, write_atomic, write_json_atomic
 from avar.media.decode import MediaError, decode_steps
-from avar.report.plots import plot_score_curve
+from avar.plots import plot_score_curve
 from avar.metrics.events import detect_events
 from avar.runs import load_run
 from avar.training.events import run_event_config
@@ -112,7 +112,7 @@ OUTPUT_NAME_CHARS = 80
 
 def output_names(paths: list[Path | str]) -> list[str]:
     """A distinct file-name stem per input for its outputs (``<name>.jsonl``, ``<name>.png``):
-    the input's stem as :func:`~avar.features.cache.safe_file_name` reduces it, so no name
+    the input's stem as :func:`~avar.files.safe_file_name` reduces it, so no name
     can point outside the output directory; where stems coincide (``a/clip.mp4``,
     ``b/clip.mp4``; case-insensitively, for case-insensitive file systems) each gets a digest
     of its path, so the names depend on the inputs only, never on their order."""
@@ -170,16 +170,16 @@ def predict_files(
             times = np.array([s.time for s in pred.steps])
             anomalies = [c for c in predictor.run.classes if c != "normal"]
             curves = {c: np.array([s.probabilities[c] for s in pred.steps]) for c in anomalies}
-            drawn = plot_score_curve(
-                times,
-                np.array([s.anomaly_score for s in pred.steps]),
-                out / f".{name}.partial.png",
-                class_probs=curves,
-                interval=(intervals or {}).get(str(path)),
-                # a '$' in a file name would start matplotlib's math text
-                title=f"{Path(path).name}: {pred.clip_class}".replace("$", r"\$"),
-            )
-            os.replace(drawn, out / f"{name}.png")
+            with atomic_path(out / f"{name}.png", suffix=".png") as drawn:
+                plot_score_curve(
+                    times,
+                    np.array([s.anomaly_score for s in pred.steps]),
+                    drawn,
+                    class_probs=curves,
+                    interval=(intervals or {}).get(str(path)),
+                    # a '$' in a file name would start matplotlib's math text
+                    title=f"{Path(path).name}: {pred.clip_class}".replace("$", r"\$"),
+                )
             pred.plot = str(out / f"{name}.png")
         predictions.append(pred)
     if out is not None:

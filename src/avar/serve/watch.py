@@ -68,14 +68,15 @@ and reconnecting to it would replay it forever."""
 class Source:
     """One thing to watch: ``uri`` (a file, a folder of files, a URL or a device) and an optional
     display ``name`` (stored with the source). A path on this machine is made absolute, so the
-    store names it the same wherever the watch ran."""
+    store names it the same wherever the watch ran (links are kept: two links to one file are
+    two sources)."""
 
     uri: str
     name: str | None = None
 
     def __post_init__(self) -> None:
         if is_local(self.uri):
-            self.uri = str(Path(self.uri).resolve())
+            self.uri = os.path.abspath(self.uri)
 
 
 def is_local(uri: str) -> bool:

@@ -24,7 +24,6 @@ import errno
 import hashlib
 import json
 import math
-import os
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ import safetensors.torch
 import torch
 
 from avar.features.cache import StepFeatures, visual_clips, visual_side
+from avar.files import replace_dir, write_synced
 from avar.training.sequences import centred_start, pad_windows
 
 MODEL_FILE = "model.safetensors"
@@ -112,13 +112,13 @@ def save_run(root: Path | str, *, weights: dict[str, dict[str, torch.Tensor]], c
                                      "(training diverged); train again with a lower --lr")
             data = safetensors.torch.save(tensors)
             digests[name] = hashlib.sha256(data).hexdigest()
-            _write_file(stage / name, data)
+            write_synced(stage / name, data)
         json_files = {CONFIG_FILE: {**config, WEIGHTS_KEY: digests}, **(files or {})}
         if labels is not None:
             json_files[LABELS_FILE] = list(labels)
         for name, value in json_files.items():
             current = root / name
-            _write_file(stage / name, (json.dumps(value, indent=1) + "\n").encode())
+            write_synced(stage / name, (json.dumps(value, indent=1) + "\n").encode())
         if keep and existed:
             for item in root.iterdir():
                 if not (stage / item.name).exists():
@@ -126,7 +126,7 @@ def save_run(root: Path | str, *, weights: dict[str, dict[str, torch.Tensor]], c
                     copy = shutil.copytree if item.is_dir() and not item.is_symlink() else shutil.copy2
                     copy(item, stage / item.name)
         current = root
-        _replace_dir(stage, root)
+        replace_dir(stage, root)
     except OSError as exc:
         kept = "the run that was there is unchanged" if existed else "nothing was saved"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -138,29 +138,6 @@ def save_run(root: Path | str, *, weights: dict[str, dict[str, torch.Tensor]], c
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
     return root
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _replace_dir(stage: Path, root: Path) -> None:
-    """Rename ``stage`` to ``root``; an existing ``root`` is moved aside first and deleted
-    only once the new directory is in place."""
-    if not root.exists():
-        os.rename(stage, root)
-        return
-    old = root.parent / f".{root.name}.{secrets.token_hex(4)}.old"
-    os.rename(root, old)
-    try:
-        os.rename(stage, root)
-    except BaseException:
-        os.rename(old, root)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_json(path: Path):

@@ -21,13 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from avar.datasets.framefolders import FrameVideo, load_video, open_frame_dataset
-from avar.features.cache import write_json_atomic
+from avar.files import write_json_atomic
 from avar.features.spectral import SPECTRAL_RATE
 from avar.metrics.classification import _json_ready
 from avar.metrics.detection import equal_error_rate, minmax_normalize, roc_auc, roc_curve, threshold_metrics
 from avar.methods.autoencoder.frame_difference import frame_difference_scores
 from avar.methods.autoencoder import JointConfig, JointFusionNet
-from avar.report.plots import plot_frame_scores, plot_roc
+from avar.plots import plot_frame_scores, plot_roc
 from avar.methods.autoencoder.config import SCORERS
 from avar.methods.autoencoder.run import AERun, smooth_scores
 from avar.methods.autoencoder.train import retain_freed_memory

@@ -30,12 +30,13 @@ import torch
 
 from avar.datasets.annotations import FrameTruth, clip_truths, find_synth_metadata
 from avar.methods.avarnet.evaluate import check_compatible
-from avar.features.cache import FeatureSet, write_json_atomic
+from avar.features.cache import FeatureSet
+from avar.files import write_json_atomic
 from avar.metrics.classification import _json_ready, _table, roc_auc
 from avar.metrics.events import event_figures, event_rows
 from avar.training.events import run_event_config, score_clips
 from avar.metrics.detection import average_precision, expand_to_frames, xd_average_precision
-from avar.report.plots import plot_frame_scores
+from avar.plots import plot_frame_scores
 from avar.methods.avaca.run import NORMAL, WeakRun, top_k_video_scores
 
 

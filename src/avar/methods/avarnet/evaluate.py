@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avar.features.cache import FeatureSet, write_json_atomic
+from avar.features.cache import FeatureSet
+from avar.files import write_json_atomic
 from avar.metrics.classification import ClassificationReport, classification_report
-from avar.report.plots import plot_confusion
+from avar.plots import plot_confusion
 from avar.methods.heads import has_branches
 from avar.methods.avarnet.train import fusion_warning
 from avar.methods.avarnet.run import Run

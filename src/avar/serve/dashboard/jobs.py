@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from avar.features.cache import safe_file_name
+from avar.files import safe_file_name
 from avar.media.decode import MEDIA_EXTENSIONS, MediaError, probe
 
 log = logging.getLogger(__name__)
