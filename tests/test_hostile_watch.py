@@ -16,7 +16,8 @@ from avar.cli import main
 from avar.serve.events import Event, EventConfig, thumbnail_path
 from avar.serve.store import APPLICATION_ID, EventStore
 from test_watch import _clip, tone_run
-from avar.serve.watch import Watcher, _SourceState
+from avar.serve.sinks import Sinks
+from avar.serve.watch import Watcher
 
 EVERY_STEP = EventConfig(threshold=0.0, release=0.0, min_duration=0.0)
 """Thresholds at zero: every step is anomalous, so a source's steps make one event."""
@@ -55,14 +56,14 @@ def watcher(run_dir):
 @pytest.fixture(scope="module")
 def reference(watcher, media):
     """The causal records of each whole local file, to compare other ways of reading it with."""
-    watcher.store = watcher.jsonl = watcher.thumbnails = None
+    watcher.sinks = Sinks()
     return {kind: list(watcher.watch(path)) for kind, path in media.items()}
 
 
 @pytest.fixture
 def fresh(watcher):
     """The shared watcher with no store, no events, no failures, default settings."""
-    watcher.store = watcher.jsonl = watcher.thumbnails = None
+    watcher.sinks = Sinks()
     watcher.events_config = EventConfig()
     watcher.events.clear()
     watcher.failures.clear()
@@ -103,8 +104,8 @@ def test_follow_reads_a_growing_recording_to_its_end_each_step_once(run_dir, med
 
     waiting = threading.Event()
     at_the_end = AtTheEnd()
-    logging.getLogger("avar.serve.watch").addHandler(at_the_end)
-    caplog.set_level(logging.DEBUG, logger="avar.serve.watch")
+    logging.getLogger("avar.serve").addHandler(at_the_end)
+    caplog.set_level(logging.DEBUG, logger="avar.serve")
     writer = threading.Thread(target=recorder)
     writer.start()
     try:
@@ -112,7 +113,7 @@ def test_follow_reads_a_growing_recording_to_its_end_each_step_once(run_dir, med
                    "--db", str(tmp_path / "events.db")])
     finally:
         writer.join()
-        logging.getLogger("avar.serve.watch").removeHandler(at_the_end)
+        logging.getLogger("avar.serve").removeHandler(at_the_end)
     assert rc == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["time"] for r in records] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # nothing repeated, nothing skipped
@@ -174,7 +175,7 @@ def test_a_file_cut_part_way_is_an_error_of_that_source_with_its_decoded_part_ke
     _clip(folder / "b_whole.mp4", seconds=2, seed=3)
     fresh.events_config = EVERY_STEP
     with EventStore(tmp_path / "events.db") as store:
-        fresh.store = store
+        fresh.sinks.store = store
         records = list(fresh.watch(folder))
         sources = {s["uri"].rsplit("/", 1)[-1]: s for s in store.sources()}
         events = {e["source"].rsplit("/", 1)[-1]: e for e in store.query()}
@@ -315,7 +316,7 @@ class _Server:
 @pytest.mark.parametrize("kind, mode", [("mp4", "close"), ("ts", "close"), ("ts", "chunked")])
 def test_an_http_file_without_content_length_ends_normally(fresh, media, reference, tmp_path, caplog, kind, mode):
     with _Server(media[kind].parent, mode) as server, EventStore(tmp_path / "events.db") as store:
-        fresh.store, fresh.max_retries = store, 1
+        fresh.sinks.store, fresh.max_retries = store, 1
         url = server.url(media[kind].name)
         records = list(fresh.watch(url))
         assert store.gaps(url) == []
@@ -332,7 +333,7 @@ def test_an_http_response_shorter_than_its_content_length_is_a_drop_and_its_gap_
         fresh, media, tmp_path, caplog, capsys):
     db = tmp_path / "events.db"
     with _Server(media["ts"].parent, "cut-once") as server, EventStore(db) as store:
-        fresh.store, fresh.max_retries = store, 1
+        fresh.sinks.store, fresh.max_retries = store, 1
         url = server.url(media["ts"].name)
         records = list(fresh.watch(url))
         requests = server.requests
@@ -421,7 +422,7 @@ def test_hostile_labels_and_source_names_cannot_write_outside_the_thumbnail_fold
     def camera(uri):
         return av.open(str(media["mp4"]))  # the "camera" plays the test clip
 
-    fresh.opener, fresh.thumbnails, fresh.events_config = camera, thumbs, EVERY_STEP
+    fresh.opener, fresh.sinks.thumbnails, fresh.events_config = camera, thumbs, EVERY_STEP
     classes = fresh.run.classes
     fresh.run.classes = [c if c == "normal" else "../../../escaped/..\\x" for c in classes]
     try:
@@ -452,9 +453,6 @@ def test_thumbnail_names_are_safe_and_a_link_out_of_the_folder_is_refused(fresh,
     link.symlink_to(outside)
     with pytest.raises(ValueError, match="outside"):
         thumbnail_path(folder, event.source, event.start, event.label)
-    fresh.thumbnails = folder
-    state = _SourceState(fresh, event.source)
-    state.frames.append((1.0, np.zeros((32, 48, 3), np.uint8)))
-    state.close([event])
+    Sinks(thumbnails=folder).closed([event], {1.0: np.zeros((32, 48, 3), np.uint8)})
     assert not outside.exists() and event.thumbnail is None
     assert any("no thumbnail" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
