@@ -4,8 +4,8 @@ Runs, in one process and on one set of features, what these commands do::
 
     avar synth DATA --weak --clips-per-class 12
     avar extract DATA --out FEATURES                       # efficientnet-lite0 + logmel
-    avar train FEATURES --method avaca --out RUN [--audio-path plain] [--zero-audio] [--seed S]
-    avar train FEATURES --method mil --head mtcn --out RUN [--seed S]
+    avar train avaca FEATURES --out RUN [--audio-path plain] [--zero-audio] [--seed S]
+    avar train mil FEATURES --head mtcn --out RUN [--seed S]
     avar evaluate RUN FEATURES --json
 
 and prints one JSON object: per variant and seed the frame AUC, AP (step-wise and XD

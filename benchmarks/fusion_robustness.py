@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                         help="real clips (class folders + splits.csv); 'none' to skip")
     parser.add_argument("--fight-step", type=float, default=0.5, help="seconds per step on fight-dev (2-s clips)")
     parser.add_argument("--fight-video-motion", type=int, default=0, metavar="K",
-                        help="fight-dev runs read the video as motion over K steps (avar train --video-motion; "
+                        help="fight-dev runs read the video as motion over K steps (avar train avarnet --video-motion; "
                         "e.g. 4 with --fight-step 0.125); 0: off, the default")
     parser.add_argument("--recipe", default="robust", choices=("robust", "paper"))
     parser.add_argument("--concat", action="store_true", help="the paper's plain concatenation instead of the "

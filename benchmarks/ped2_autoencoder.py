@@ -5,7 +5,7 @@ all 2010 test frames, and prints pooled frame-level ROC AUC and EER of the run's
 paper's whole-frame Euclidean error, and of the learning-free frame-difference floor, with the
 training time. Usage::
 
-    python benchmarks/ped2_autoencoder.py                       # defaults of `avar train --method autoencoder`
+    python benchmarks/ped2_autoencoder.py                       # defaults of `avar train autoencoder`
     python benchmarks/ped2_autoencoder.py --epochs 4 --out /tmp/ped2-run --threads 2
 """
 

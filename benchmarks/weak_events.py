@@ -4,7 +4,7 @@ Runs, in one process, what these commands do::
 
     avar synth DATA --weak --clips-per-class 12
     avar extract DATA --out FEATURES
-    avar train FEATURES --method avaca --out RUN --seed S
+    avar train avaca FEATURES --out RUN --seed S
     avar watch RUN DATA/<class>/<clip>.mp4 --db events.sqlite     # every test clip, default thresholds
 
 and prints one JSON object: per seed, the share of anomalous test clips with an event that

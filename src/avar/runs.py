@@ -1,7 +1,7 @@
 """One loader for every trained run: ``load_run(RUN_DIR)`` -> an object that scores steps.
 
-Every run directory holds ``config.json`` with its ``method``; :data:`METHODS` says what kind
-of learning each method is. Every run loads into a :class:`~avar.training.run.FeatureRun`:
+Every run directory holds ``config.json`` with its ``method``, looked up in the one table of
+methods (:mod:`avar.methods.table`). Every run loads into a :class:`~avar.training.run.FeatureRun`:
 class probabilities per step from windows of ``seq_len`` steps centred on it (the weakly
 supervised and unsupervised runs' two classes are ``normal`` and ``anomaly``), an anomaly
 score ``1 - P(normal)`` in [0, 1], and what it reads per step (backbone features; for the
@@ -13,15 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avar.methods.table import METHODS
 from avar.training.run import CONFIG_FILE, FeatureRun, read_run_config
-
-METHODS: dict[str, str] = {
-    "avarnet": "supervised",
-    "avaca": "weak",
-    "mil": "weak",
-    "autoencoder": "unsupervised",
-}
-"""Method name in a run's ``config.json`` -> its learning type."""
 
 
 def run_method(run_dir: Path | str) -> str:
@@ -34,18 +27,7 @@ def run_method(run_dir: Path | str) -> str:
 
 def load_run(run_dir: Path | str) -> FeatureRun:
     """Load any run that scores extracted features (see the module docstring)."""
-    method = run_method(run_dir)
-    if method == "avarnet":
-        from avar.methods.avarnet.run import Run
-
-        return Run.load(run_dir)
-    if METHODS[method] == "weak":
-        from avar.methods.avaca.run import WeakRun
-
-        return WeakRun.load(run_dir)
-    from avar.methods.autoencoder.run import AERun
-
-    return AERun.load(run_dir)
+    return METHODS[run_method(run_dir)].load(run_dir)
 
 
 __all__ = ["METHODS", "load_run", "run_method"]

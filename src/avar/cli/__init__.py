@@ -38,7 +38,7 @@ LOGGED_COMMANDS = ("watch", "extract", "scenes")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = train.old_train_spelling(sys.argv[1:] if argv is None else list(argv))
     if argv[:1] and argv[0] in STREAMING_COMMANDS:
         # The decoder thread, ONNX Runtime and PyTorch share the cores; OpenMP workers that
         # spin while idle starve the others (must be set before torch is imported).

@@ -82,6 +82,7 @@ def add_commands(command) -> None:
     from avar.experiments.demo import run_demo
     from avar.experiments.privacy import run_privacy_cost
     from avar.experiments.scenes import extract_scenes, run_scene_protocol
+    from avar.methods.table import METHODS
 
     p = command("ablate", cmd_ablate, "the paper's ablations: heads x modalities, sequence lengths, early vs late fusion")
     p.add_argument("features_dir")
@@ -98,7 +99,7 @@ def add_commands(command) -> None:
                 "training and frame-level evaluation, mean +- std")
     p.add_argument("data_dir", help="DATA_DIR/<scene>/<class>/<clip>.mp4")
     p.add_argument("--out", required=True, help="OUT_DIR: features/<scene>, runs/<scene>/split<r>, scenes.json/.md")
-    p.add_argument("--method", choices=("avaca", "mil"), default="avaca")
+    p.add_argument("--method", choices=[m.name for m in METHODS.values() if m.learning == "weak"], default="avaca")
     p.add_argument("--audio-path", choices=("focused", "plain"))
     p.add_argument("--zero-audio", action="store_true")
     p.add_argument("--repeats", type=int, default=default_of(run_scene_protocol, "repeats"))

@@ -20,16 +20,11 @@ from avar.anonymize.cover import AnonymizeConfig
 from avar.datasets.folders import scan
 from avar.features.cache import FeatureSet, extract_dataset
 from avar.files import write_json_atomic
-from avar.methods.avaca.evaluate import evaluate_weak
-from avar.methods.avaca.train import WeakTrainConfig, train_weak
-from avar.methods.avarnet.evaluate import evaluate_run
-from avar.methods.avarnet.train import TrainConfig, train_head
+from avar.methods.table import METHODS
 
 MEDIA = ("raw", "anonymized")
-METRICS = {
-    "avarnet": ("accuracy", "clip accuracy"),
-    "avaca": ("video_auc", "video AUC"),
-}
+COMPARED = ("avarnet", "avaca")
+"""The methods compared (from the table of methods): the supervised head and AVACA."""
 
 
 def _extract_both(data_dir: Path, out: Path, video, audio, step: float, config: AnonymizeConfig,
@@ -50,17 +45,15 @@ def _extract_both(data_dir: Path, out: Path, video, audio, step: float, config: 
     return caches
 
 
-def _score(method: str, features: FeatureSet, run_dir: Path, seed: int, epochs: int | None) -> float:
+def _score(name: str, features: FeatureSet, run_dir: Path, seed: int, epochs: int | None) -> float:
+    """The method's headline figure on the test split after training it with ``seed``."""
     result = run_dir / "result.json"
     if result.is_file():
         return json.loads(result.read_text())["score"]
-    if method == "avarnet":
-        train_head(features, run_dir, TrainConfig(seed=seed, **({"epochs": epochs} if epochs else {})), progress=False)
-        value = evaluate_run(run_dir, features.root, "test").accuracy
-    else:
-        train_weak(features, run_dir, WeakTrainConfig(seed=seed, **({"epochs": epochs} if epochs else {})),
-                   progress=False)
-        value = evaluate_weak(run_dir, features.root, "test", plots=False).video_auc
+    method = METHODS[name]
+    method.fit(features, run_dir, method.train_config(seed=seed, **({"epochs": epochs} if epochs else {})),
+               progress=False)
+    value = getattr(method.evaluate(run_dir, features.root, plots=False, progress=False), method.headline[0])
     write_json_atomic(result, {"score": value})
     return value
 
@@ -74,10 +67,10 @@ def run_privacy_cost(data_dir: Path | str, out_dir: Path | str, video, audio, *,
     config = config or AnonymizeConfig()
     caches = _extract_both(Path(data_dir), out, video, audio, step, config, split_seed, progress)
     rows = []
-    for method, (metric, label) in METRICS.items():
+    for method in COMPARED:
         values = {media: [_score(method, caches[media], out / "runs" / media / f"{method}-seed{k}", k, epochs)
                           for k in range(seeds)] for media in MEDIA}
-        row = {"method": method, "metric": label}
+        row = {"method": method, "metric": METHODS[method].headline[1]}
         for media in MEDIA:
             v = np.array([x for x in values[media] if x is not None], float)
             row[media] = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std()) if len(v) else None,

@@ -31,7 +31,7 @@ def motion_steps(x: np.ndarray, steps: int) -> np.ndarray:
     the last ``steps - 1`` steps before it.
 
     What one frame per step cannot show: how the scene moves. On fight-dev (2-s clips) at
-    0.125-s steps, ``steps=4`` (half a second; ``avar train --video-motion 4``) lifted the
+    0.125-s steps, ``steps=4`` (half a second; ``avar train avarnet --video-motion 4``) lifted the
     AVAR-Net head alone, cross-validated in folds of whole source videos, from 0.65 to 0.77
     (docs/fusion.md)."""
     if steps < 2:

@@ -11,8 +11,10 @@
   calibrated on held-out normal footage for files and streams.
 
 Each folder has ``config.py`` (typed dataclasses with documented defaults), ``torch_model.py``
-(plain ``nn.Module``), ``loss.py`` where the method has its own loss, ``train.py``, ``run.py``,
-``evaluate.py`` and a README mapping each part to its paper. Shared here: ``heads.py`` (the
+(plain ``nn.Module``), ``loss.py`` where the method has its own loss, ``train.py`` (with
+``fit``), ``run.py``, ``evaluate.py`` (with ``evaluate``), ``options.py`` (its ``avar train
+METHOD`` options and what they call) and a README mapping each part to its paper; one line
+of ``table.py`` names it, and every command looks it up there. Shared here: ``heads.py`` (the
 table of supervised heads and late fusion), ``streams.py`` (how the audio and video streams
 enter a head) and ``config_base.py``. Methods never import ``serve``, ``experiments`` or
 ``cli``; ``avar.runs`` loads any method's run.

@@ -363,3 +363,10 @@ def _write_frame_scores(path: Path, rows: dict, scores: dict[str, list[np.ndarra
                 writer.writerow([vid, t, int(rows["labels"][i][t]),
                                  *(f"{rows[k][i][t]:.6g}" for k in raw_keys),
                                  *(f"{scores[k][i][t]:.6g}" for k in names)])
+
+
+def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", out_dir: Path | str | None = None,
+             plots: bool = True, progress: bool = True):
+    """The method table's entry (:mod:`avar.methods.table`): :func:`evaluate_autoencoder` on the
+    test videos of a DATA_DIR (``split`` is always its test part)."""
+    return evaluate_autoencoder(run_dir, data, out_dir, plots=plots, progress=progress)

@@ -224,3 +224,7 @@ def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
     run.save(run_dir, keep=True)
     return run
 
+
+def fit(data, out_dir: Path | str, config: AETrainConfig | None = None, *, progress: bool = True) -> AERun:
+    """The method table's entry (:mod:`avar.methods.table`): :func:`train_autoencoder` on a DATA_DIR."""
+    return train_autoencoder(data, out_dir, config, progress=progress)

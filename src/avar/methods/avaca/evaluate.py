@@ -225,3 +225,9 @@ def evaluate_weak(
                 plot_frame_scores({"anomaly score": c.scores}, c.truth, out / f"weak_plots_{split}" / f"{c.clip_id}.png",
                                   title=f"{c.clip_id} ({c.label})")
     return report
+
+
+def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", out_dir: Path | str | None = None,
+             plots: bool = True, progress: bool = True):
+    """The method table's entry (:mod:`avar.methods.table`): :func:`evaluate_weak`."""
+    return evaluate_weak(run_dir, data, split, out_dir, plots=plots)

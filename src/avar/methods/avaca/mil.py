@@ -1,6 +1,6 @@
 """Any sequence head of ``HEADS`` read as a per-step anomaly scorer, for weak (MIL) training.
 
-``avar train --method mil --head mtcn`` trains the AVAR-Net head with AVACA's losses
+``avar train mil --head mtcn`` trains the AVAR-Net head with AVACA's losses
 (:mod:`avar.methods.avaca.loss`), so the two families compare on the same features, labels and
 objective. The head is built with two outputs, ``(normal, anomalous)``; a step's anomaly score
 is the softmax probability of the second. Multi-stage heads (MS-TCN) give one score tensor per

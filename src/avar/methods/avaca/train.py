@@ -314,3 +314,10 @@ def train_weak(
                                           config.false_events_per_hour))
     run.save(out_dir, history=history)
     return run
+
+
+def fit(data, out_dir: Path | str, config: WeakTrainConfig | None = None, *, progress: bool = True) -> WeakRun:
+    """The method table's entry (:mod:`avar.methods.table`): :func:`train_weak` on a FEATURES_DIR
+    (or an open ``FeatureSet``)."""
+    return train_weak(data if isinstance(data, FeatureSet) else FeatureSet.open(data), out_dir, config,
+                      progress=progress)

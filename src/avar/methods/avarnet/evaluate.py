@@ -67,3 +67,9 @@ def evaluate_run(
     (out / f"eval_{split}.md").write_text(report.to_markdown())
     plot_confusion(np.array(report.confusion), run.classes, out / f"confusion_{split}.png", title=f"{split} confusion")
     return report
+
+
+def evaluate(run_dir: Path | str, data: Path | str, *, split: str = "test", out_dir: Path | str | None = None,
+             plots: bool = True, progress: bool = True) -> ClassificationReport:
+    """The method table's entry (:mod:`avar.methods.table`): :func:`evaluate_run`."""
+    return evaluate_run(run_dir, data, split, out_dir)

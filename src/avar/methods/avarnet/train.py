@@ -225,7 +225,7 @@ def fusion_warning(accuracies: dict[str, float] | None, where: str) -> str | Non
         return None
     name = {"a": "audio", "v": "video"}[best]
     return (f"{where}: fusion does not help here: audio + video {accuracies['av']:.3f} < {name} alone "
-            f"{accuracies[best]:.3f}; compare with `avar train --modality {best}`, and check the other "
+            f"{accuracies[best]:.3f}; compare with `avar train avarnet --modality {best}`, and check the other "
             "stream (silent microphone, dark or frozen camera, features from the wrong extractor)")
 
 
@@ -411,3 +411,10 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     )
     run.save(out_dir, history=history)
     return run
+
+
+def fit(data, out_dir: Path | str, config: TrainConfig | None = None, *, progress: bool = True) -> Run:
+    """The method table's entry (:mod:`avar.methods.table`): :func:`train_head` on a FEATURES_DIR
+    (or an open ``FeatureSet``)."""
+    return train_head(data if isinstance(data, FeatureSet) else FeatureSet.open(data), out_dir, config,
+                      progress=progress)
