@@ -13,7 +13,7 @@ import numpy as np
 from avar.media.decode import StepMedia
 from avar.serve.predict import StepRecord, step_record
 from avar.training.run import FeatureRun
-from avar.training.sequences import causal_start, centred_start, pad_windows
+from avar.training.sequences import pad_windows, step_windows
 
 
 @dataclass
@@ -71,29 +71,15 @@ class Window:
         self.audio.extend(a)
         self.spans.extend((m.time, m.end) for m, _ in group)
         self.ready.extend(ready for _, ready in group)
-        n, L = self.first + len(self.video), self.run.seq_len
-        windows = []
-        while self.next < n:
-            t = self.next
-            if self.causal:
-                start, stop = causal_start(t, L), t + 1
-            else:
-                # the window centred on t once it is complete; it never moves again
-                start = centred_start(t, t + L, L)
-                stop = start + L
-                if stop > n:
-                    break
-            windows.append((t, start, stop))
-            self.next += 1
+        n = self.first + len(self.video)
+        windows = step_windows(range(self.next, n), n, self.run.seq_len, causal=self.causal, final=False)
+        self.next += len(windows)
         return windows
 
     def finish(self) -> list[tuple[int, int, int]]:
         """The windows of every step not yet decided, the connection having ended."""
-        n, L = self.first + len(self.video), self.run.seq_len
-        windows = []
-        for t in range(self.next, n):
-            start = centred_start(t, n, L)
-            windows.append((t, start, min(n, start + L)))
+        n = self.first + len(self.video)
+        windows = step_windows(range(self.next, n), n, self.run.seq_len, causal=self.causal)
         self.next = n
         return windows
 

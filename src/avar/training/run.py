@@ -37,7 +37,7 @@ import torch
 
 from avar.features.cache import StepFeatures, visual_clips, visual_side
 from avar.files import replace_dir, write_synced
-from avar.training.sequences import centred_start, pad_windows
+from avar.training.sequences import pad_windows, step_windows
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -351,10 +351,9 @@ class FeatureRun:
         being each scored step's position in its window."""
         n, L = len(video), self.seq_len
         for lo in range(0, n, self.window_batch):
-            steps = range(lo, min(n, lo + self.window_batch))
-            spans = [(start, min(n, start + L)) for start in (centred_start(t, n, L) for t in steps)]
-            (vw, aw), mask = pad_windows([video, audio], spans, L)
-            yield vw, aw, mask, np.array([t - start for t, (start, _) in zip(steps, spans)])
+            windows = step_windows(range(lo, min(n, lo + self.window_batch)), n, L)
+            (vw, aw), mask = pad_windows([video, audio], [(start, stop) for _, start, stop in windows], L)
+            yield vw, aw, mask, np.array([t - start for t, start, _ in windows])
 
     def step_probabilities(self, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """Class probabilities ``[T, C]`` of every step of one clip's raw ``[T, d]`` features,

@@ -42,6 +42,29 @@ def causal_start(t: int, seq_len: int) -> int:
     return max(0, t - seq_len + 1)
 
 
+def step_windows(steps: range, n_steps: int, seq_len: int, *, causal: bool = False,
+                 final: bool = True) -> list[tuple[int, int, int]]:
+    """``(t, start, stop)``: the window that scores each step ``t`` of ``steps`` among the
+    ``n_steps`` known so far, the one place both files (``avar predict``, evaluation) and
+    streams (``avar watch``) place them. Centred (default) or ``causal``; with ``final=False``
+    (a stream that goes on) only the leading steps whose centred window is complete already,
+    which is the window they get once the stream ends too."""
+    out = []
+    for t in steps:
+        if causal:
+            start, stop = causal_start(t, seq_len), t + 1
+        elif final:
+            start = centred_start(t, n_steps, seq_len)
+            stop = min(n_steps, start + seq_len)
+        else:
+            start = centred_start(t, t + seq_len, seq_len)
+            stop = start + seq_len
+            if stop > n_steps:
+                break
+        out.append((t, start, stop))
+    return out
+
+
 def pad_windows(streams: list, spans: list[tuple[int, int]], seq_len: int,
                 offset: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """Windows ``[start, stop)`` of each stream (a ``[T, d]`` array or a list of ``[d]`` rows
