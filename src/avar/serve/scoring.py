@@ -58,7 +58,8 @@ class Window:
     def push(self, group: list[tuple[StepMedia, float]], video: np.ndarray,
              audio: np.ndarray) -> list[tuple[int, int, int]]:
         """Add a batch of steps (media, time complete) with their backbone features; return the
-        windows ``(step, start, stop)`` of the records now decidable (see ``score``)."""
+        windows ``(step, start, stop)`` of the records now decidable
+        (:func:`~avar.training.sequences.step_windows`)."""
         context = self.run.context_steps  # raw steps before a step that its input reads (a run reading motion)
         seen = 0 if self.context is None else len(self.context[0])
         if seen:
