@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from avar.methods.avarnet.options import add_common_options, add_head_options, given, head_options
+from avar.methods.avarnet.options import add_common_options, add_head_options, add_run_options, given, head_options
 
 
 def add_train_options(p: argparse.ArgumentParser, method: str) -> None:
@@ -23,11 +23,7 @@ def add_train_options(p: argparse.ArgumentParser, method: str) -> None:
                        f"(focused) or the audio itself (plain; default {weak.audio_path})")
         p.add_argument("--zero-audio", action="store_true", help="zero the audio input (the paper's baseline)")
     p.add_argument("--modality", choices=("av", "a", "v"), help=f"default {weak.modality}")
-    p.add_argument("--no-motion", action="store_true", help="leave out the cache's motion stream (optical flow, "
-                   "`avar extract --motion`); by default a run reads it where the cache has it")
-    p.add_argument("--false-events-per-hour", type=float, metavar="RATE", help="the run's event threshold is chosen "
-                   "on its validation clips for at most RATE false events per hour of normal footage "
-                   f"(default {weak.false_events_per_hour:g})")
+    add_run_options(p, weak)
     p.add_argument("--window", type=int, help=f"steps per scoring window on files and streams (default {weak.window})")
     p.add_argument("--alpha", type=float, help=f"top k = floor(steps / alpha) per video (default {weak.alpha})")
     p.add_argument("--theta", type=float, help=f"weight of the dynamic MIL loss (default {weak.theta:g})")

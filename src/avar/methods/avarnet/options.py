@@ -14,6 +14,15 @@ def add_common_options(p: argparse.ArgumentParser, config, recipes_lr: str | Non
     p.add_argument("--batch-size", type=int, help=f"default {config.batch_size}")
 
 
+def add_run_options(p: argparse.ArgumentParser, config) -> None:
+    """``--no-motion`` and ``--false-events-per-hour``: what every run on cached features reads and stores."""
+    p.add_argument("--no-motion", action="store_true", help="leave out the cache's motion stream (optical flow, "
+                   "`avar extract --motion`); by default a run reads it where the cache has it")
+    p.add_argument("--false-events-per-hour", type=float, metavar="RATE", help="the run's event threshold is chosen "
+                   "on its validation clips for at most RATE false events per hour of normal footage "
+                   f"(default {config.false_events_per_hour:g})")
+
+
 def add_head_options(p: argparse.ArgumentParser) -> None:
     """The shape of a supervised head (AVAR-Net's MS-TCN or a baseline), for avarnet and mil."""
     from avar.methods.avarnet.config import AVARNetConfig
@@ -68,11 +77,7 @@ def add_train_options(p: argparse.ArgumentParser, method: str) -> None:
     p.add_argument("--video-motion", type=int, metavar="K", help="read the video stream as motion over the last K "
                    "steps (the mean of their features and their mean absolute change; 0 = off, the default): for "
                    "short clips extracted at fine steps, e.g. --step 0.125 with K = 4 (docs/fusion.md)")
-    p.add_argument("--no-motion", action="store_true", help="leave out the cache's motion stream (optical flow, "
-                   "`avar extract --motion`); by default a run reads it where the cache has it")
-    p.add_argument("--false-events-per-hour", type=float, metavar="RATE", help="the run's event threshold is chosen "
-                   "on its validation clips for at most RATE false events per hour of normal footage "
-                   f"(default {sup.false_events_per_hour:g})")
+    add_run_options(p, sup)
     p.add_argument("--recipe", choices=sorted(RECIPES), help=f"robust (default {sup.recipe}; AdamW, label "
                    "smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper (Adam "
                    "1e-2, plateau schedule, best validation accuracy)")
