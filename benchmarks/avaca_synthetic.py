@@ -95,7 +95,7 @@ def main() -> None:
             run = train_weak(features, run_dir, config, progress=False)
             report = evaluate_weak(run_dir, features_dir, "test", plots=False)
             runs.append({
-                "seed": seed, "train_seconds": run.extra["train_seconds"], "best_epoch": run.extra["best_epoch"],
+                "seed": seed, "train_seconds": run.record.train_seconds, "best_epoch": run.record.best_epoch,
                 **{m: getattr(report, m) for m in METRICS},
                 "per_group_auc": {g: m["frame_auc"] for g, m in report.per_group.items()},
             })

@@ -43,7 +43,7 @@ def run_accuracy(cache: Path, run_dir: Path, motion: bool, seed: int) -> tuple[i
     run = train_head(features, run_dir, TrainConfig(seed=seed, motion=motion), progress=False)
     test = run.read(features.split("test"))
     right = sum(run.classes[int(np.argmax(run.clip_probabilities(c.video, c.audio)))] == c.label for c in test)
-    return int(right), len(test), {"streams": run.extra["streams"], **event_report(run, test)}
+    return int(right), len(test), {"streams": run.record.streams, **event_report(run, test)}
 
 
 def main(argv=None) -> int:

@@ -62,13 +62,13 @@ def main() -> None:
         "smooth": report.smooth,
         "scorers": report.scorers,
         "train_seconds": round(train_wall, 1),
-        "model_train_seconds": run.meta["video_train_seconds"],
+        "model_train_seconds": run.record.video_train_seconds,
         "eval_seconds": report.eval_seconds,
         "epochs": config.epochs,
-        "precision": run.meta["precision"],
+        "precision": run.record.precision,
         "threads": torch.get_num_threads(),
         "test_frames": report.n_frames,
-        "train_frames": run.meta["data"]["train_frames_read"],
+        "train_frames": run.record.data["train_frames_read"],
         "history": json.loads((run_dir / "history.json").read_text())["video"] if args.out else None,
     }, indent=1))
 

@@ -142,7 +142,7 @@ def test_an_autoencoder_run_is_calibrated_on_held_out_normal_videos(autoencoder_
     assert calibration["held_out"] and calibration["videos"] == 1 and calibration["frames"] == 30
     quantiles = np.array(calibration["quantiles"])
     assert len(quantiles) == 201 and np.all(np.diff(quantiles) >= 0)
-    assert run.extra["thresholds"] == {"threshold": 0.99, "release": 0.95}
+    assert run.record.thresholds == {"threshold": 0.99, "release": 0.95}
     assert run.calibrated(np.array([quantiles[0] - 1, quantiles[-1] + 1])).tolist() == [0.0, 1.0]
     levels = run.calibrated(np.linspace(quantiles[0], quantiles[-1], 50))
     assert np.all(np.diff(levels) >= 0) and 0.3 < run.calibrated(np.array([np.median(quantiles)]))[0] < 0.7
@@ -153,7 +153,7 @@ def test_an_autoencoder_run_watches_a_file_as_predict_scores_it(autoencoder_run,
     predicted = Predictor(run_dir).predict(media).steps
     with EventStore(tmp_path / "events.db") as store:
         run = load_run(run_dir)
-        watched = list(Watcher(run, store=store, events=EventConfig(**run.extra["thresholds"],
+        watched = list(Watcher(run, store=store, events=EventConfig(**run.record.thresholds,
                                                                     min_duration=0.3)).watch(media))
         rows = store.query()
     assert len(watched) == len(predicted) == 60
@@ -191,6 +191,6 @@ def test_cli_train_takes_its_defaults_from_the_configs(runs, tmp_path, capsys):
                  "--f-maps", "8", "--json", "-q"]) == 0
     capsys.readouterr()
     weak, supervised = load_run(tmp_path / "weak"), load_run(tmp_path / "sup")
-    assert weak.seq_len == 6 and weak.extra["train"]["seed"] == 0
-    assert supervised.seq_len == 10 and supervised.extra["train"]["recipe"] == "robust"
-    assert supervised.extra["train"]["head_type"] == "mtcn" and supervised.extra["train"]["modality"] == "av"
+    assert weak.seq_len == 6 and weak.record.train.seed == 0
+    assert supervised.seq_len == 10 and supervised.record.train.recipe == "robust"
+    assert supervised.record.train.head_type == "mtcn" and supervised.record.train.modality == "av"

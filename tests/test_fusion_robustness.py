@@ -77,7 +77,7 @@ def test_fused_head_keeps_what_the_narrow_useful_stream_knows(tmp_path, one_torc
         accuracy[modality] = evaluate_run(tmp_path / modality, cache.root, "test").accuracy
     assert accuracy["a"] >= 0.9
     assert accuracy["av"] >= accuracy["a"] - 0.05, accuracy
-    branches = run.extra["val_branch_accuracy"]
+    branches = run.record.val_branch_accuracy
     assert set(branches) == {"av", "a", "v"} and branches["a"] >= 0.75 and branches["v"] <= 0.6
     report = evaluate_run(tmp_path / "av", cache.root, "test")
     assert report.branch_accuracy["av"] == report.accuracy
@@ -99,9 +99,9 @@ def test_stream_selection_leaves_out_a_stream_that_carries_nothing(tmp_path, one
     assert choice.chance == 0.25 and "video stream carries no class information" in choice.reason
     runs = {m: train_head(cache, tmp_path / m, TrainConfig(modality=m, epochs=4, min_steps=0, head=SMALL_HEAD),
                           progress=False) for m in ("a", "av")}
-    assert runs["av"].config.modality == "a" and runs["av"].extra["train"]["modality"] == "av"
-    assert runs["av"].extra["stream_selection"]["modality"] == "a"
-    assert runs["a"].extra["stream_selection"] is None  # only asked for with both streams
+    assert runs["av"].config.modality == "a" and runs["av"].record.train.modality == "av"
+    assert runs["av"].record.stream_selection["modality"] == "a"
+    assert runs["a"].record.stream_selection is None  # only asked for with both streams
     clip = cache.split("test")[0]
     loaded = {m: Run.load(tmp_path / m) for m in runs}
     for scores in ("step_probabilities", "clip_probabilities"):
@@ -109,7 +109,7 @@ def test_stream_selection_leaves_out_a_stream_that_carries_nothing(tmp_path, one
                                       getattr(loaded["a"], scores)(clip.video, clip.audio))
     kept = train_head(cache, tmp_path / "kept", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False),
                       progress=False)
-    assert kept.config.modality == "av" and kept.extra["stream_selection"] is None
+    assert kept.config.modality == "av" and kept.record.stream_selection is None
     assert TrainConfig(recipe="paper").select_streams is False
 
 
@@ -151,7 +151,7 @@ def test_concatenated_head_reports_no_branches(tmp_path, one_torch_thread):
     cache = toy_cache(tmp_path / "cache", per_class=(6, 2, 2))
     config = TrainConfig(epochs=3, min_steps=0, recipe="paper", head={**SMALL_HEAD, "stream_fusion": "concat"})
     run = train_head(cache, tmp_path / "run", config, progress=False)
-    assert run.extra["val_branch_accuracy"] is None
+    assert run.record.val_branch_accuracy is None
     assert evaluate_run(tmp_path / "run", cache.root, "test").branch_accuracy is None
 
 
@@ -214,13 +214,13 @@ def test_summary_and_checks_report_mean_std_and_the_targets():
 def test_auto_runtime_at_prediction_reuses_the_one_the_training_features_came_from(tmp_path, one_torch_thread):
     cache = toy_cache(tmp_path / "cache", per_class=(3, 1, 1))
     run = train_head(cache, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD), progress=False)
-    assert run.extra["feature_runtimes"] is None  # a cache made by FeatureSet.create records none
+    assert run.record.feature_runtimes is None  # a cache made by FeatureSet.create records none
     run.extractors = {"video": {"name": "efficientnet-lite0"}, "audio": {"name": "logmel"}}
-    run.extra["feature_runtimes"] = {"video": "torch", "audio": "numpy"}
+    run.record.feature_runtimes = {"video": "torch", "audio": "numpy"}
     video, _, motion = run.build_extractors(runtime="auto")
     assert motion is None  # the cache has no motion stream
     assert video.runtime == "torch"  # auto alone would pick ONNX Runtime for this backbone
-    run.extra["feature_runtimes"] = None
+    run.record.feature_runtimes = None
     assert run.build_extractors(runtime="auto")[0].runtime == "onnx"
 
 
@@ -254,7 +254,7 @@ def test_clip_blend_averages_head_and_regression_and_travels_with_the_run(tmp_pa
     cache = toy_cache(tmp_path / "cache", per_class=(8, 2, 3))
     run = train_head(cache, tmp_path / "run", TrainConfig(epochs=1, min_steps=0, head=SMALL_HEAD, select_streams=False),
                      progress=False)
-    assert run.extra["clip_blend"] == {"head_weight": 0.5, "pooling": ["mean", "max", "change"]} and run.blend is not None
+    assert run.record.clip_blend == {"head_weight": 0.5, "pooling": ["mean", "max", "change"]} and run.blend is not None
     loaded = Run.load(tmp_path / "run")
     np.testing.assert_allclose(loaded.blend.coef, run.blend.coef)
     clip = cache.split("test")[0]
@@ -268,10 +268,10 @@ def test_clip_blend_averages_head_and_regression_and_travels_with_the_run(tmp_pa
     report = evaluate_run(tmp_path / "run", cache.root, "test")
     assert report.accuracy >= 0.75 and max(report.branch_accuracy["a"], report.branch_accuracy["v"]) <= 0.5  # chance: 0.25
     paper = train_head(cache, tmp_path / "paper", TrainConfig(recipe="paper", epochs=2, head=SMALL_HEAD), progress=False)
-    assert paper.extra["clip_blend"] is None and paper.blend is None
+    assert paper.record.clip_blend is None and paper.blend is None
     off = train_head(cache, tmp_path / "off", TrainConfig(epochs=2, min_steps=0, head=SMALL_HEAD, clip_blend=1),
                      progress=False)
-    assert off.extra["clip_blend"] is None and Run.load(tmp_path / "off").blend is None
+    assert off.record.clip_blend is None and Run.load(tmp_path / "off").blend is None
     for bad in (1.5, -0.1, True, "half"):
         with pytest.raises(ValueError, match="clip-blend"):
             TrainConfig(clip_blend=bad)
@@ -297,7 +297,7 @@ def test_a_run_saved_before_the_change_statistic_keeps_scoring(tmp_path, one_tor
                      progress=False)
     fit = cache.split("train") + cache.split("val")
     run.blend = PooledLinear.fit(fit, run.classes, "av", stats=LEGACY_POOLING)
-    run.extra["clip_blend"] = {"head_weight": 0.5}  # what such runs recorded: no pooling
+    run.record.clip_blend = {"head_weight": 0.5}  # what such runs recorded: no pooling
     run.save(tmp_path / "run", keep=True)
     loaded = Run.load(tmp_path / "run")
     assert loaded.blend.stats == LEGACY_POOLING and loaded.blend.coef.shape[1] == 2 * (96 + 8)

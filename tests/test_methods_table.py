@@ -88,3 +88,41 @@ def test_the_command_line_has_one_train_command_per_method_and_keeps_the_old_spe
     assert "old spelling" in capsys.readouterr().err and run_method(tmp_path / "old") == "avaca"
     assert main(["evaluate", str(tmp_path / "old"), str(data / "features"), "--no-plots", "--json", "-q"]) == 0
     assert "video_auc" in json.loads(capsys.readouterr().out)
+
+
+def test_train_options_are_generated_from_the_config_fields_and_build_the_same_config():
+    from avar.cli import build_parser
+    from avar.methods.avaca.train import WeakTrainConfig
+    from avar.methods.avarnet.options import head_values
+    from avar.methods.avarnet.train import TrainConfig
+    from avar.methods.config_base import config_values
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "avarnet", "F", "--out", "R", "--modality", "v", "--no-stream-selection",
+                              "--no-motion", "--stages", "3", "--no-attention", "--hidden", "64", "--lr", "0.02",
+                              "--false-events-per-hour", "2"])
+    config = TrainConfig(**config_values(args, TrainConfig), head=head_values(args))
+    assert config == TrainConfig(modality="v", select_streams=False, motion=False, lr=0.02, false_events_per_hour=2.0,
+                                 head={"num_stages": 3, "attention": False, "hidden": 64})
+    assert TrainConfig(**config_values(parser.parse_args(["train", "avarnet", "F", "--out", "R"]), TrainConfig)) \
+        == TrainConfig()  # no option given: the config's own defaults
+    args = parser.parse_args(["train", "avaca", "F", "--out", "R", "--lambda", "0.5", "--zero-audio", "--threads", "1"])
+    assert WeakTrainConfig(**config_values(args, WeakTrainConfig)) == WeakTrainConfig(lam=0.5, zero_audio=True,
+                                                                                      threads=1)
+
+
+def test_every_option_field_of_a_methods_train_config_is_on_its_command_line_and_no_other(capsys):
+    from dataclasses import fields
+
+    from avar.methods.table import resolve
+
+    for name, method in METHODS.items():
+        with pytest.raises(SystemExit):
+            main(["train", name, "--help"])
+        text = capsys.readouterr().out
+        for f in fields(resolve(method.config)):
+            spec = f.metadata.get("option")
+            if spec:
+                flag = spec["flag"] or "--" + f.name.replace("_", "-")
+                assert (f"{flag} " in text or f"{flag}\n" in text) == (not spec["only"] or name in spec["only"]), \
+                    (name, flag)

@@ -143,12 +143,12 @@ def test_a_run_names_its_streams_and_stores_an_event_threshold(motion_run):
 
     run = load_run(motion_run / "run")
     # Every clip has the same tone: the selection leaves the audio out and keeps motion.
-    assert run.extra["streams"] == ["video", "motion"] and run.reads_motion
-    assert run.extra["motion_selection"]["modality"] == "vm"
+    assert run.record.streams == ["video", "motion"] and run.reads_motion
+    assert run.record.motion_selection["modality"] == "vm"
     assert run.config.motion_dim == 3 * PAIR_DIM
     assert run.config.video_dim == run.extractors["video"]["dim"] + 3 * PAIR_DIM
-    calibration = run.extra["event_calibration"]
-    assert run.extra["thresholds"]["threshold"] == calibration["threshold"]
+    calibration = run.record.event_calibration
+    assert run.record.thresholds["threshold"] == calibration["threshold"]
     assert calibration["resolved"] is False and "cannot resolve" in calibration["note"]  # 2 s of normal footage
     # The lowest threshold at which the normal validation clip raises no event exists (below 1).
     assert calibration["met"] is True
@@ -161,7 +161,7 @@ def test_predict_equals_watch_with_motion_and_both_use_the_run_threshold(motion_
     media = square_clip(motion_run / "probe.mp4", 1, seconds=2.0)
     watcher = Watcher(motion_run / "run")
     assert watcher.motion is not None and watcher.events_config.threshold == \
-        watcher.run.extra["thresholds"]["threshold"]
+        watcher.run.record.thresholds["threshold"]
     records = list(watcher.watch(media))
     expected = Predictor(motion_run / "run").predict(media)
     assert [(r.time, r.end) for r in records] == [(e.time, e.end) for e in expected.steps]

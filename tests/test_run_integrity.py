@@ -81,12 +81,12 @@ def test_every_run_records_the_digest_of_each_weights_file(runs):
         digests = _config(runs[method])["weights"]
         assert list(digests) == [WEIGHTS[method]], method
         assert digests[WEIGHTS[method]] == hashlib.sha256((runs[method] / WEIGHTS[method]).read_bytes()).hexdigest()
-        assert "weights" not in load_run(runs[method]).extra  # the digests are not training record
+        assert not hasattr(load_run(runs[method]).record, "weights")  # the digests are not training record
 
 
 def test_every_run_records_the_libraries_and_cpu_kernels_it_was_trained_with(runs, monkeypatch):
     for method in METHODS:
-        recorded = load_run(runs[method]).extra["numerics"]
+        recorded = load_run(runs[method]).record.numerics
         assert recorded["torch"] == torch.__version__ and recorded["numpy"] == np.__version__, method
         assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability(), method
     for name in KERNEL_PINS:

@@ -161,8 +161,8 @@ def test_autoencoder_trained_on_normal_motion_flags_abnormal_motion(tmp_path):
     _write_toy_dataset(tmp_path / "toy", np.random.default_rng(0))
     config = AETrainConfig(epochs=60, lr=3e-3, batch_size=4, video=TINY_VIDEO, score="frame", precision="fp32")
     run = train_autoencoder(tmp_path / "toy", tmp_path / "run", config, progress=False)
-    history = json.loads((tmp_path / "run" / "history.json").read_text())["video"]
-    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    history = [r for r in json.loads((tmp_path / "run" / "history.json").read_text()) if r["model"] == "video"]
+    assert len(history) == 60 and history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     dataset = open_frame_dataset(tmp_path / "toy")
     normal, abnormal = (run.frame_errors(load_video(v, 16)) for v in dataset.split("test"))
     assert abnormal["video_frame"].mean() > 2 * normal["video_frame"].mean()
@@ -306,7 +306,7 @@ def test_cli_trains_and_evaluates_the_video_model_on_a_few_ped2_frames(mini_ped2
 def test_audio_visual_run_states_its_pairing_and_fuses_late(mini_ped2, tmp_path):
     config = AETrainConfig(modality="av", epochs=1, audio_epochs=20, threads=1, video={"frame_size": 48})
     run = train_autoencoder(mini_ped2 / "data", tmp_path / "run", config, audio_dir=mini_ped2 / "audio", progress=False)
-    assert run.meta["audio_pairing"].startswith("paired")
+    assert run.record.audio_pairing.startswith("paired")
     report = evaluate_autoencoder(tmp_path / "run", mini_ped2 / "data", tmp_path / "eval", plots=False, progress=False)
     assert report.score == "joint" and report.audio_pairing.startswith("paired")
     assert {"audio_frame", "video_motion", "fused_mean", "joint", "joint_frame", "joint_patch"} <= set(report.scorers)

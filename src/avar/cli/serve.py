@@ -75,7 +75,7 @@ def cmd_watch(args) -> int:
                                    run.classes[run.normal_index] if run.normal_index is not None else None)
     given = {"threshold": args.threshold, "release": args.release, "min_duration": args.min_duration}
     try:
-        config = EventConfig(**{**run.extra.get("thresholds", {}), **{k: v for k, v in given.items() if v is not None}},
+        config = EventConfig(**{**(run.record.thresholds or {}), **{k: v for k, v in given.items() if v is not None}},
                              class_thresholds=thresholds)
     except ValueError as exc:
         raise ValueError(f"{exc}; adjust --threshold, --release, --min-duration or --class-threshold") from exc

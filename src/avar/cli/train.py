@@ -46,22 +46,27 @@ def old_train_spelling(argv: list[str]) -> list[str]:
 
 
 def cmd_upgrade(args) -> int:
-    """``avar upgrade RUN_DIR --data DATA_DIR``: calibrate an autoencoder run saved before runs
-    carried a calibration for files and streams."""
-    from avar.methods.autoencoder.train import upgrade_autoencoder
+    """``avar upgrade RUN_DIR ...``: what a method's runs saved by an earlier avar need before
+    predict and watch can use them (its options module's ``upgrade``, where it has one)."""
+    from avar.methods.table import METHODS
+    from avar.runs import run_method
 
-    run = upgrade_autoencoder(args.run_dir, args.data, audio_dir=args.audio)
-    calibration = run.stream["calibration"]
-    return emit(args, run.stream, f"calibrated {args.run_dir} on {calibration['frames']} steps of "
-                                   f"{calibration['videos']} normal training videos at {run.stream['fps']:g} fps")
+    name = run_method(args.run_dir)
+    upgrade = getattr(METHODS[name].cli, "upgrade", None)
+    if upgrade is None:
+        return emit(args, {"run_dir": str(args.run_dir), "upgraded": False},
+                    f"{args.run_dir}: {name} runs of earlier versions load as they are; nothing to upgrade")
+    info, text = upgrade(args)
+    return emit(args, info, text)
 
 
 def add_commands(command) -> None:
-    """Add this group's subcommands; ``command(name, func, help)`` makes one."""
-    from avar.methods.autoencoder.config import SCORERS, AETrainConfig
+    """Add this group's subcommands; ``command(name, func, help)`` makes one. What is a method's
+    own comes from the table: its train options, and the evaluate and upgrade options of the
+    methods that have them (``add_evaluate_options``, ``add_upgrade_options`` in its options module)."""
     from avar.methods.table import METHODS
 
-    ae = AETrainConfig()
+    surfaces = list({m.options: m.cli for m in METHODS.values()}.values())  # avaca and mil share one
     p = command("train", cmd_train, "train a run of one method: " + "; ".join(
         f"{m.name}: {m.summary}" for m in METHODS.values()))
     methods = p.add_subparsers(dest="method", required=True, metavar="METHOD",
@@ -73,27 +78,22 @@ def add_commands(command) -> None:
         q.add_argument("--json", action="store_true")
         m.cli.add_train_options(q, m.name)
 
-    p = command("evaluate", cmd_evaluate, "clip-level metrics of a run on a split, or frame-level detection "
-                "metrics of an autoencoder run (--data DATA_DIR) or of an avaca/mil run (frame AUC, AP, XD AP)")
+    p = command("evaluate", cmd_evaluate, "the metrics of a run on held-out data: " + "; ".join(
+        f"{m.name}: {m.evaluates}" for m in METHODS.values()))
     p.add_argument("run_dir")
-    p.add_argument("features_dir", nargs="?", help="FEATURES_DIR (supervised runs)")
+    p.add_argument("features_dir", nargs="?", help="FEATURES_DIR (runs trained on features)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="where to write eval files (default RUN_DIR)")
-    p.add_argument("--data", help="autoencoder runs: DATA_DIR whose test videos are scored frame by frame")
-    p.add_argument("--audio", help="autoencoder runs: AUDIO_DIR paired with frame folders (default: the training one)")
-    p.add_argument("--gamma", type=float, help="autoencoder runs: regularity threshold (default: chosen on labelled "
-                                                "validation videos, else paper Table 6)")
-    p.add_argument("--score", choices=SCORERS, help="autoencoder runs: override the run's scorer")
-    p.add_argument("--smooth", type=int, help="autoencoder runs: frames each score is averaged over (default: the "
-                   f"run's, {ae.smooth} unless trained otherwise)")
-    p.add_argument("--no-plots", action="store_true", help="autoencoder and avaca/mil runs: skip the per-video score plots")
-    p.add_argument("--annotations", help="avaca/mil runs: frame truth for caches without it (avar synth's metadata.json "
-                                         "or an XD-Violence annotations.txt)")
+    p.add_argument("--no-plots", action="store_true", help="skip the per-video score plots")
     p.add_argument("--json", action="store_true")
+    for surface in surfaces:
+        if hasattr(surface, "add_evaluate_options"):
+            surface.add_evaluate_options(p)
 
-    p = command("upgrade", cmd_upgrade, "calibrate an autoencoder run saved before runs were calibrated, so "
-                "predict and watch can use it")
+    p = command("upgrade", cmd_upgrade, "bring a run saved by an earlier avar up to date where it needs more than "
+                "loading (an autoencoder run saved before runs were calibrated), so predict and watch can use it")
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="DATA_DIR the run was trained on (its normal training videos)")
-    p.add_argument("--audio", help="AUDIO_DIR paired with frame folders, as at training")
     p.add_argument("--json", action="store_true")
+    for surface in surfaces:
+        if hasattr(surface, "add_upgrade_options"):
+            surface.add_upgrade_options(p)

@@ -101,11 +101,11 @@ def run_cell(cell: Cell, features_dir: str, out_dir: str, epochs: int, head_over
         "seq_len": cell.seq_len,
         "seed": cell.seed,
         **{m: getattr(report, m) for m in METRICS},
-        "params": run.extra["params"],
-        "train_seconds": run.extra["train_seconds"],
-        "best_epoch": run.extra["best_epoch"],
+        "params": run.record.params,
+        "train_seconds": run.record.train_seconds,
+        "best_epoch": run.record.best_epoch,
         "run_dir": str(run_dir),
-        "config": {"train": run.extra["train"], "head_type": cell.head, "head": run.config.to_dict()},
+        "config": {"train": run.record.to_dict()["train"], "head_type": cell.head, "head": run.config.to_dict()},
     }
     write_json_atomic(run_dir / RESULT_FILE, result)
     return result

@@ -77,7 +77,7 @@ def run_demo(
         run_dir = out / f"run-{modality}"
         run = train_head(features, run_dir, TrainConfig(modality=modality, epochs=epochs, seed=seed), progress=progress)
         report = evaluate_run(run_dir, features_dir, "test")
-        results[modality] = {**report.to_dict(), "params": run.extra["params"], "best_epoch": run.extra["best_epoch"]}
+        results[modality] = {**report.to_dict(), "params": run.record.params, "best_epoch": run.record.best_epoch}
 
     log("[4/7] training AVACA from video-level labels only (normal or not) and scoring its steps")
     train_weak(features, out / "run-avaca", WeakTrainConfig(seed=seed), progress=progress)

@@ -173,9 +173,9 @@ def run_cell(cell: Cell, out_dir: str, threads: int, train_overrides: dict) -> d
     run = train_head(FeatureSet.open(cache), run_dir, config, progress=False)
     report = evaluate_run(run_dir, cache, "test")
     result = {"id": cell.id, "cache": cell.cache, "head": cell.head, "modality": cell.modality, "seed": cell.seed,
-              "accuracy": report.accuracy, "f1_macro": report.f1_macro, "params": run.extra["params"],
-              "train_seconds": run.extra["train_seconds"], "val_branch_accuracy": run.extra["val_branch_accuracy"],
-              "fusion_warning": run.extra["fusion_warning"]}
+              "accuracy": report.accuracy, "f1_macro": report.f1_macro, "params": run.record.params,
+              "train_seconds": run.record.train_seconds, "val_branch_accuracy": run.record.val_branch_accuracy,
+              "fusion_warning": run.record.fusion_warning}
     held = cache.with_name(cell.cache.removesuffix("-clean") + "-heldout")
     if cell.cache.endswith("-clean") and (held / "manifest.json").is_file():
         result["heldout_accuracy"] = evaluate_run(run_dir, held, "test").accuracy

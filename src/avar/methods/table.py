@@ -30,7 +30,9 @@ class Method:
     ``evaluate(run_dir, data, *, split, out_dir, plots, progress) -> report`` (a report has
     ``to_dict`` and ``to_markdown``; ``headline`` names its one summary figure), and its
     command-line surface (``options``: a module with ``add_train_options(parser, name)``,
-    ``train(args, progress) -> (info, text)`` and ``evaluate(args) -> report``)."""
+    ``train(args, progress) -> (info, text)`` and ``evaluate(args) -> report``, and where the
+    method needs them ``add_evaluate_options(parser)``, ``add_upgrade_options(parser)`` and
+    ``upgrade(args) -> (info, text)``), and what ``avar evaluate`` reports of it (``evaluates``)."""
 
     name: str
     learning: str
@@ -43,6 +45,8 @@ class Method:
     headline: tuple[str, str]
     options: str
     defaults: tuple[tuple[str, object], ...] = ()
+    evaluates: str = ""
+    """What ``avar evaluate`` reports of its runs, and on what (for the command's help)."""
 
     def run_class(self):
         return resolve(self.run)
@@ -68,18 +72,23 @@ class Method:
 
 
 _AVARNET, _AVACA, _AE = "avar.methods.avarnet", "avar.methods.avaca", "avar.methods.autoencoder"
+_WEAK_EVALUATES = "frame AUC, AP (and XD-Violence's AP) and video AUC on a split of FEATURES_DIR"
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("avarnet", "supervised", "AVAR-Net (or a Table 2 baseline head) on cached features, a class per clip",
            "features", f"{_AVARNET}.run:Run", f"{_AVARNET}.train:TrainConfig", f"{_AVARNET}.train:fit",
-           f"{_AVARNET}.evaluate:evaluate", ("accuracy", "clip accuracy"), f"{_AVARNET}.options"),
+           f"{_AVARNET}.evaluate:evaluate", ("accuracy", "clip accuracy"), f"{_AVARNET}.options",
+           evaluates="clip accuracy, precision, recall, F1, AP and AUC on a split of FEATURES_DIR"),
     Method("avaca", "weak", "AVACA: audio-visual cross-attention from video-level labels (normal vs anything else)",
            "features", f"{_AVACA}.run:WeakRun", f"{_AVACA}.train:WeakTrainConfig", f"{_AVACA}.train:fit",
-           f"{_AVACA}.evaluate:evaluate", ("video_auc", "video AUC"), f"{_AVACA}.options", (("method", "avaca"),)),
+           f"{_AVACA}.evaluate:evaluate", ("video_auc", "video AUC"), f"{_AVACA}.options", (("method", "avaca"),),
+           evaluates=_WEAK_EVALUATES),
     Method("mil", "weak", "any supervised head (--head) trained with AVACA's losses from video-level labels",
            "features", f"{_AVACA}.run:WeakRun", f"{_AVACA}.train:WeakTrainConfig", f"{_AVACA}.train:fit",
-           f"{_AVACA}.evaluate:evaluate", ("video_auc", "video AUC"), f"{_AVACA}.options", (("method", "mil"),)),
+           f"{_AVACA}.evaluate:evaluate", ("video_auc", "video AUC"), f"{_AVACA}.options", (("method", "mil"),),
+           evaluates=_WEAK_EVALUATES),
     Method("autoencoder", "unsupervised", "the audio-visual sequence autoencoder, trained on normal videos only",
            "media", f"{_AE}.run:AERun", f"{_AE}.config:AETrainConfig", f"{_AE}.train:fit",
-           f"{_AE}.evaluate:evaluate", ("frame_auc", "frame AUC"), f"{_AE}.options"),
+           f"{_AE}.evaluate:evaluate", ("frame_auc", "frame AUC"), f"{_AE}.options",
+           evaluates="frame AUC and EER on the test videos of --data DATA_DIR"),
 )}
 """Method name -> :class:`Method`; adding a method is one folder and one line here."""

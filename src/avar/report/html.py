@@ -166,33 +166,40 @@ def _accuracy_chart(table2: dict, path: Path) -> Path:
 
 
 def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading_level: int = 2) -> str:
+    """The section of one run: what its learning regime reports (:data:`SECTIONS`)."""
     run = load_run(run_dir)
-    if run.learning == "unsupervised":
-        return _autoencoder_section(run, run_dir, n_curves, heading_level)
-    if "features_dir" not in run.extra:
+    return SECTIONS[run.learning](run, run_dir, assets, split, n_curves, heading_level)
+
+
+def _features_dir(run: FeatureRun, run_dir: Path) -> Path:
+    if not run.record.features_dir:
         raise ValueError(f"{run_dir}: config.json records no features_dir; retrain it with `avar train`")
-    if run.learning == "weak":
-        return _weak_run_section(run, run_dir, assets, split, n_curves, heading_level)
+    return Path(run.record.features_dir)
+
+
+def _classifier_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
+                        heading_level: int) -> str:
+    """A supervised run: clip-level metrics (``avar evaluate``), confusion, t-SNE and score curves."""
     h = f"h{heading_level}"
-    features_dir = Path(run.extra["features_dir"])
+    features_dir = _features_dir(run, run_dir)
     eval_path = run_dir / f"eval_{split}.json"
     if not eval_path.is_file():
         evaluate_run(run_dir, features_dir, split)
     report = json.loads(eval_path.read_text())
     features = FeatureSet.open(features_dir)
     check_compatible(run, features)
-    train = run.extra.get("train", {})
+    train, record = run.record.train, run.record
     prefix = f"{run_dir.name}_{split}"
 
     summary_rows = [
         ["run", str(run_dir)],
         ["features", str(features_dir)],
-        ["head / modality / fusion", f"{train.get('head_type', '?')} / {train.get('modality', '?')} / {train.get('fusion', '?')}"],
+        ["head / modality / fusion", f"{train.head_type} / {train.modality} / {train.fusion}"],
         ["sequence length (steps)", run.seq_len],
-        ["parameters", f"{run.extra.get('params', 0):,}"],
-        ["best epoch", run.extra.get("best_epoch", "?")],
-        ["train seconds", run.extra.get("train_seconds", "?")],
-        ["trained with", describe_numerics(run.extra.get("numerics"))],
+        ["parameters", f"{record.params or 0:,}"],
+        ["best epoch", record.best_epoch or "?"],
+        ["train seconds", record.train_seconds or "?"],
+        ["trained with", describe_numerics(record.numerics)],
         [f"{split} clips", report["n"]],
         ["accuracy", _num(report["accuracy"])],
         ["precision (macro / weighted)", f"{_num(report['precision_macro'])} / {_num(report['precision_weighted'])}"],
@@ -232,27 +239,26 @@ def _run_section(run_dir: Path, assets: Path, split: str, n_curves: int, heading
                                   f"{len(tsne_clips)} clips of {tsne_scope}: mean over steps of the run-normalised "
                                   "[video, audio] features, coloured by true class."))
 
-    parts += _score_curves(run, features, pick_curve_clips(clips, run.classes, n_curves), assets, prefix, h)
+    parts += _score_curves(run, features, pick_curve_clips(clips, run.classes, n_curves), assets, prefix, h,
+                           per_class=True)
     return "\n".join(parts)
 
 
-def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
+def _detector_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
                       heading_level: int) -> str:
     """A weakly supervised run: its frame-level metrics (``avar evaluate``) and score curves."""
     from avar.methods.avaca.evaluate import evaluate_weak
 
     h = f"h{heading_level}"
-    features_dir = Path(run.extra["features_dir"])
+    features_dir = _features_dir(run, run_dir)
     eval_path = run_dir / f"eval_weak_{split}.json"
     if not eval_path.is_file():
         evaluate_weak(run_dir, features_dir, split, plots=False)
     report = json.loads(eval_path.read_text())
     features = FeatureSet.open(features_dir)
     keys = ("frame_auc", "frame_ap", "frame_ap_xd", "frame_auc_anomalous", "video_auc")
-    train = run.extra.get("train", {})
-    rows = [["run", str(run_dir)], ["features", str(features_dir)],
-            ["method (weakly supervised)", train.get("method", run.method)],
-            ["scoring window (steps)", run.seq_len], ["best epoch", run.extra.get("best_epoch", "?")],
+    rows = [["run", str(run_dir)], ["features", str(features_dir)], ["method (weakly supervised)", run.method],
+            ["scoring window (steps)", run.seq_len], ["best epoch", run.record.best_epoch or "?"],
             [f"{split} videos (anomalous)", f"{report['n_videos']} ({report['n_anomalous_videos']})"],
             ["frame truth", report["truth"]], *([k, _num(report[k])] for k in keys)]
     parts = [f"<{h}>Summary ({html.escape(split)} split)</{h}>", _table(["metric", "value"], rows)]
@@ -265,7 +271,8 @@ def _weak_run_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, 
     return "\n".join(parts)
 
 
-def _autoencoder_section(run: FeatureRun, run_dir: Path, n_curves: int, heading_level: int) -> str:
+def _autoencoder_section(run: FeatureRun, run_dir: Path, assets: Path, split: str, n_curves: int,
+                         heading_level: int) -> str:
     """An autoencoder run: its frame-level evaluation (``avar evaluate RUN --data DATA``, run on
     the data it was trained on when not done yet), the ROC and per-video score plots."""
     from avar.methods.autoencoder.evaluate import evaluate_autoencoder
@@ -273,7 +280,7 @@ def _autoencoder_section(run: FeatureRun, run_dir: Path, n_curves: int, heading_
     h = f"h{heading_level}"
     eval_path = run_dir / "eval_frames.json"
     if not eval_path.is_file():
-        data = run.extra.get("data", {}).get("root")
+        data = (run.record.data or {}).get("root")
         if not data or not Path(data).is_dir():
             raise ValueError(f"{run_dir}: no eval_frames.json and the training data is not at {data!r}; "
                              f"run `avar evaluate {run_dir} --data DATA_DIR` first")
@@ -296,9 +303,9 @@ def _autoencoder_section(run: FeatureRun, run_dir: Path, n_curves: int, heading_
 
 
 def _score_curves(run: FeatureRun, features: FeatureSet, clips: list[StepFeatures], assets: Path, prefix: str,
-                  h: str) -> list[str]:
+                  h: str, per_class: bool = False) -> list[str]:
     """The anomaly score over time of ``clips`` as ``avar predict`` scores them, with the true
-    interval of synthetic clips shaded."""
+    interval of synthetic clips shaded (and each anomaly class's probability with ``per_class``)."""
     parts = [f"<{h}>Anomaly score over time</{h}>"]
     # Caches made from published features (FeatureSet.create) record no media path.
     media = {c["clip_id"]: Path(c["path"]) for c in features.clips if c.get("path")}
@@ -309,7 +316,7 @@ def _score_curves(run: FeatureRun, features: FeatureSet, clips: list[StepFeature
         path = plot_score_curve(
             clip.times, run.anomaly_score(step_probs), assets / f"{prefix}_curve_{clip.clip_id}.png",
             class_probs={name: step_probs[:, k] for k, name in enumerate(run.classes) if name != "normal"}
-            if run.learning == "supervised" else None,
+            if per_class else None,
             interval=interval, title=f"{clip.clip_id}: true {clip.label}, predicted {predicted}",
         )
         shading = "true anomaly shaded" if interval else "true interval unknown"
@@ -317,6 +324,11 @@ def _score_curves(run: FeatureRun, features: FeatureSet, clips: list[StepFeature
                                   f"{clip.clip_id}: true {clip.label}, predicted {predicted} "
                                   f"(p={clip_probs.max():.2f}); {shading}."))
     return parts
+
+
+SECTIONS = {"supervised": _classifier_section, "weak": _detector_section, "unsupervised": _autoencoder_section}
+"""A run's section by its learning regime (:attr:`avar.methods.table.Method.learning`): what a
+method reports follows from what it learns from, so a new method of a known regime needs none."""
 
 
 def pick_curve_clips(clips: list[StepFeatures], classes: list[str], n: int) -> list[StepFeatures]:

@@ -39,6 +39,7 @@ from avar.features import Extractor
 from avar.features.cache import motion_sampling
 from avar.media.decode import AUDIO_RATE, MotionPairs, Opener, StepMedia, iter_steps, resize_rgb
 from avar.serve.events import Event, EventConfig, EventDetector
+from avar.training.events import run_event_config
 from avar.serve.predict import StepRecord
 from avar.serve.scoring import WatchStats, Window, score_windows
 from avar.serve.sources import (REPLAY_LIMIT, ConnectionEnded, Crashed, Failed, Feed, FeedSettings, Gap, Opened,
@@ -113,7 +114,7 @@ class Watcher:
         self.source_stats: dict[str, WatchStats] = {}
         """The same per source uri (decode time, steps, latencies, skipped steps, stalls, lags)."""
         self.causal = causal
-        self.events_config = events or EventConfig(**self.run.extra.get("thresholds", {}))
+        self.events_config = events or run_event_config(self.run)
         self.sinks = Sinks(store, jsonl, thumbnails)
         """Where records, events, gaps and states go (the store, JSON lines, thumbnails)."""
         self.max_retries, self.opener, self.ring = max_retries, opener, ring

@@ -30,11 +30,11 @@ def score_clips(run: FeatureRun, clips: list[StepFeatures],
 
 def run_event_config(run: FeatureRun) -> EventConfig:
     """The event settings a run stores (``thresholds`` in its ``config.json``), else the defaults."""
-    return EventConfig(**(run.extra.get("thresholds") or {}))
+    return EventConfig(**(run.record.thresholds or {}))
 
 
 def calibrate_events(run: FeatureRun, val: list[StepFeatures], rate: float = FALSE_EVENTS_PER_HOUR) -> dict:
-    """``{"thresholds": ..., "event_calibration": ...}`` for the run's ``config.json``: the event
+    """``{"thresholds": ..., "event_calibration": ...}`` for the run's record: the event
     threshold chosen on ``val`` for at most ``rate`` false events per hour of normal footage
     (:func:`avar.metrics.events.calibrate_threshold`) and the record of that choice."""
     config, record = calibrate_threshold(score_clips(run, val), rate, run_event_config(run), run.normal_class)

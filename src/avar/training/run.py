@@ -23,13 +23,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import math
 import secrets
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import safetensors.torch
@@ -38,6 +39,8 @@ import torch
 from avar.features.cache import StepFeatures, visual_clips, visual_side
 from avar.files import replace_dir, write_synced
 from avar.training.sequences import pad_windows, step_windows
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -252,6 +255,63 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: 
     module.eval()
 
 
+def typed(cls, values: dict, path: Path | str, what: str):
+    """The dataclass ``cls`` from a saved dict: the keys it has fields for, the others (written by
+    another version of avar) left out with a note in the log; missing keys take their defaults."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        log.info("%s: %s: leaving out %s, which this version of avar does not read", path, what, ", ".join(unknown))
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class TrainingRecord:
+    """What training recorded about a run beside its model, saved in ``config.json`` beside the
+    model's config; every field is optional, so runs saved before a field existed load (it is
+    ``None``). Each method's record subclasses it (:meth:`Run.load` reads it with
+    :meth:`from_dict`) and names its train config class in :meth:`train_config`."""
+
+    train: Any = None
+    """The train config the run was trained with (the method's dataclass)."""
+    params: int | None = None
+    best_epoch: int | None = None
+    """The epoch whose weights the run holds (1-based)."""
+    train_seconds: float | None = None
+    torch_threads: int | None = None
+    numerics: dict | None = None
+    """:func:`avar.training.seeding.numerics` at training."""
+    streams: list[str] | None = None
+    """What the run reads: ``video``, ``audio``, ``motion`` (:func:`avar.methods.streams.run_streams`)."""
+    features_dir: str | None = None
+    """The feature cache a run on features was trained on."""
+    feature_runtimes: dict | None = None
+    """Modality -> the runtime its training features were extracted under (``avar extract``)."""
+    thresholds: dict | None = None
+    """The event thresholds chosen at training (:class:`avar.metrics.events.EventConfig` fields)."""
+    event_calibration: dict | None = None
+    """How ``thresholds`` were chosen (:func:`avar.training.events.calibrate_events`)."""
+
+    @classmethod
+    def train_config(cls, values: dict, path: Path | str):
+        """The method's train config from its saved dict (of ``path``)."""
+        return values
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["train"] = asdict(self.train) if is_dataclass(self.train) else self.train
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict, path: Path | str):
+        """The record from a run's ``config.json`` entries (those the run's model config does not
+        take); entries of other versions are left out (:func:`typed`)."""
+        record = typed(cls, values, path, "training record")
+        if isinstance(record.train, dict):
+            record.train = cls.train_config(record.train, path)
+        return record
+
+
 _NORM_FIELDS = ("video_mean", "video_std", "audio_mean", "audio_std")
 
 
@@ -308,7 +368,8 @@ class FeatureRun:
     Attributes every run has: ``classes`` (output order; weak and unsupervised runs' are
     ``["normal", "anomaly"]``), ``norm`` (:class:`Normalization`), ``step`` (seconds per step),
     ``seq_len`` (steps per scoring window), ``extractors`` (``{"video": {name, version, dim,
-    weights}, "audio": {...}}`` as in the feature cache) and ``extra`` (training record).
+    weights}, "audio": {...}}`` as in the feature cache) and ``record`` (what training recorded:
+    a :class:`TrainingRecord` of the method's kind).
     Subclasses give :meth:`window_probabilities` and :meth:`clip_probabilities`; per-step
     scores are cut into windows here, once, the same way for ``avar predict`` and ``avar watch``
     (:func:`avar.training.sequences.centred_start`).
@@ -424,7 +485,7 @@ class FeatureRun:
         from avar.features import build_extractor
         from avar.features.runtime import RUNTIMES
 
-        recorded = self.extra.get("feature_runtimes") or {}
+        recorded = self.record.feature_runtimes or {}
 
         def chosen(modality: str) -> str:
             if runtime == "auto" and recorded.get(modality) in RUNTIMES and device == "cpu":

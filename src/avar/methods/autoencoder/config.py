@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from avar.methods.autoencoder.frame_difference import DEFAULT_GRID
-from avar.methods.config_base import JsonConfig
+from avar.methods.config_base import BATCH_SIZE, EPOCHS, LR, MODALITY, SEED, THREADS, JsonConfig, option
 
 LEAKY_SLOPE = 0.3
 """Negative slope of LeakyReLU: the paper builds on Keras, whose LeakyReLU default is 0.3."""
@@ -166,17 +166,17 @@ reconstruction's motion ``r_t - r_{t-1}`` is from the input's ``x_t - x_{t-1}``.
 class AETrainConfig:
     """Training settings; every field is recorded in the run's ``config.json``."""
 
-    modality: str = "v"
+    modality: str = field(default="v", metadata=MODALITY)
     """'v' visual model only, 'a' acoustic only, 'av' both (fused at evaluation)."""
-    epochs: int = 6
+    epochs: int = field(default=6, metadata=EPOCHS)
     """Passes over the training sequences. The paper trains Ped2's visual model for 300 epochs on
     a GPU; 6 keep the Ped2 run inside 30 minutes on 2 CPU cores (25 min measured,
     docs/autoencoder.md)."""
     audio_epochs: int = 50
     """Epochs of the acoustic model (paper Table 6: 50 on Ped2); it is small and cheap."""
-    batch_size: int = 10
+    batch_size: int = field(default=10, metadata=BATCH_SIZE)
     """Sequences per batch (sec. 4.3: batch size 10)."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata=LR)
     """Adam's learning rate (the paper names Adam, not the rate; 1e-3 is Keras' default)."""
     strides: tuple[int, ...] = (1, 2, 3)
     """Frame strides of the training sequences (sec. 4.3)."""
@@ -186,7 +186,8 @@ class AETrainConfig:
     test_stride: int | None = None
     """Frames between the starts of test windows (default ``seq_len // 2``); a frame's error is
     averaged over the windows that contain it."""
-    score: str = "motion"
+    score: str = field(default="motion", metadata=option(
+        "frame error (paper Eq. 3), worst grid patch, or worst patch of the frame-to-frame change", choices=SCORERS))
     """Default scorer at evaluation (``SCORERS``); all are always reported. ``motion`` scored
     best on UCSD Ped2 (docs/autoencoder.md); ``frame`` is the paper's."""
     smooth: int = 10
@@ -194,14 +195,15 @@ class AETrainConfig:
     paper scores 10-frame sequences (sec. 3.2.3), so a frame's evidence spans its sequence."""
     patch_grid: tuple[int, int] = DEFAULT_GRID
     """Rows x columns of the ``patch`` scorer's grid over the frame."""
-    precision: str = "auto"
+    precision: str = field(default="auto", metadata=option("arithmetic", choices=("auto", "bf16", "fp32")))
     """'bf16' (CPU or GPU autocast), 'fp32', or 'auto': bf16 where the hardware runs it natively."""
-    calibration_fraction: float = 0.2
+    calibration_fraction: float = field(default=0.2, metadata=option(
+        "share of the normal training videos held out to calibrate scores for files and streams"))
     """Share of the normal training videos held out of training to calibrate the scores on
     files and streams (at least one video; with fewer than three training videos the
     calibration uses the training videos themselves and the run says so)."""
-    seed: int = 0
-    threads: int | None = None
+    seed: int = field(default=0, metadata=SEED)
+    threads: int | None = field(default=None, metadata=THREADS)
     """Torch CPU threads; None leaves torch's default (one per core)."""
     video: dict = field(default_factory=dict)
     """Overrides of :class:`VideoAEConfig` fields."""

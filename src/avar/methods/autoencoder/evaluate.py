@@ -261,7 +261,7 @@ def evaluate_autoencoder(
     if run.config.threads:
         torch.set_num_threads(run.config.threads)
     retain_freed_memory()
-    audio_dir = audio_dir or (run.meta.get("audio_dir") if run.audio_model is not None else None)
+    audio_dir = audio_dir or (run.record.audio_dir if run.audio_model is not None else None)
     dataset = open_frame_dataset(data_dir, audio_dir=audio_dir, seed=run.config.seed)
     tests = dataset.split("test")
     if not tests:
@@ -286,7 +286,7 @@ def evaluate_autoencoder(
         eer, _ = equal_error_rate(labels, s)
         scorers[name] = {"auc": roc_auc(labels, s), "eer": eer}
     primary = _primary(run, score)
-    if run.video_model is not None and run.audio_model is None and run.meta.get("stream"):
+    if run.video_model is not None and run.audio_model is None and run.record.stream:
         # What `avar watch` scores: centred windows, mapped through the run's normal calibration,
         # no per-video normalisation (so it needs no whole video).
         calibrated = np.concatenate([run.step_probabilities(load_video(v, run.frame_size).frames.reshape(
@@ -332,8 +332,7 @@ def evaluate_autoencoder(
         path = plot_roc(roc, out / "plots" / "roc.png", title=f"{labels.size} test frames of {len(tests)} videos, pooled")
         plot_paths.append(str(path))
     _write_frame_scores(out / "frame_scores.csv", rows, scores)
-    meta = run.meta
-    train = {k: meta.get(k) for k in ("train_seconds", "video_train_seconds", "audio_train_seconds", "precision",
+    train = {k: getattr(run.record, k) for k in ("train_seconds", "video_train_seconds", "audio_train_seconds", "precision",
                                       "torch_threads", "video_params", "audio_params")}
     train["epochs"] = run.config.epochs
     report = DetectionEvaluation(

@@ -6,13 +6,13 @@ A run directory holds no pickle::
     RUN_DIR/audio.safetensors   acoustic model weights + the feature normalisation (a or av)
     RUN_DIR/config.json         "method": "autoencoder", model configs, training config, data,
                                 the stream calibration and default thresholds
-    RUN_DIR/history.json        per-epoch loss and seconds of each model
+    RUN_DIR/history.json        per-epoch records of each model (avar.training.loop)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,8 +27,8 @@ from avar.methods.autoencoder.config import AETrainConfig
 from avar.methods.autoencoder.frame_difference import grid_cell_means
 from avar.methods.autoencoder.torch_model import AudioSeq2SeqAE, VideoSeq2SeqAE
 from avar.methods.autoencoder.config import AudioAEConfig, VideoAEConfig
-from avar.training.run import (HISTORY_FILE, WEIGHTS_KEY, FeatureRun, load_state, load_weights, read_run_config,
-                               reading_config, save_run)
+from avar.training.run import (HISTORY_FILE, WEIGHTS_KEY, FeatureRun, TrainingRecord, load_state, load_weights,
+                               read_run_config, reading_config, save_run, typed)
 
 
 METHOD = "autoencoder"
@@ -118,6 +118,33 @@ class NoAudio:
 
 
 @dataclass
+class AERecord(TrainingRecord):
+    """What training recorded about an autoencoder run (:class:`TrainingRecord`, whose ``train``
+    is the run's :class:`AETrainConfig`, and the fields below)."""
+
+    data: dict | None = None
+    """The DATA_DIR described (layout, counts) and the training frames read."""
+    audio_pairing: str | None = None
+    audio_dir: str | None = None
+    precision: str | None = None
+    load_seconds: float | None = None
+    video_params: int | None = None
+    audio_params: int | None = None
+    video_train_seconds: float | None = None
+    audio_train_seconds: float | None = None
+    stream: dict | None = None
+    """The calibration for files and streams (:attr:`AERun.stream`)."""
+    calibration_seconds: float | None = None
+    flow: dict | None = None
+    """The motion term (:class:`FlowNormality`) as saved."""
+    flow_seconds: float | None = None
+
+    @classmethod
+    def train_config(cls, values: dict, path: Path | str):
+        return typed(AETrainConfig, values, path, "train config")
+
+
+@dataclass
 class AERun(FeatureRun):
     """Trained autoencoder(s) with everything needed to score new videos.
 
@@ -135,12 +162,15 @@ class AERun(FeatureRun):
     classes = STREAM_CLASSES
     window_batch = 8
 
-    config: AETrainConfig
+    record: AERecord
+    """What training recorded; ``record.train`` is the run's :class:`AETrainConfig` (:attr:`config`)."""
     video_model: VideoSeq2SeqAE | None = None
     audio_model: AudioSeq2SeqAE | None = None
     audio_norm: MinMaxNormalizer | None = None
-    meta: dict = field(default_factory=dict)
-    """Data description (layout, counts, audio pairing), parameter counts, timings."""
+
+    @property
+    def config(self) -> AETrainConfig:
+        return self.record.train
 
     @property
     def seq_len(self) -> int:
@@ -152,20 +182,16 @@ class AERun(FeatureRun):
         return self.video_model.config.frame_size if self.video_model else None
 
     @property
-    def extra(self) -> dict:
-        return self.meta
-
-    @property
     def flow(self) -> FlowNormality | None:
         """The motion term (:mod:`avar.methods.autoencoder.flow_normality`) where the run has one
         (runs trained before it existed: ``avar upgrade`` fits it)."""
-        return FlowNormality.from_dict(self.meta["flow"]) if self.meta.get("flow") else None
+        return FlowNormality.from_dict(self.record.flow) if self.record.flow else None
 
     @property
     def stream(self) -> dict:
         """``{"fps", "calibration": {"quantiles", "videos", "frames", "held_out"}}``, written at
         training; a run saved before it existed is calibrated with ``avar upgrade``."""
-        stream = self.meta.get("stream")
+        stream = self.record.stream
         if not stream:
             raise ValueError(
                 "this autoencoder run was saved before runs were calibrated for files and streams; "
@@ -242,13 +268,13 @@ class AERun(FeatureRun):
         """Fit ``stream`` on normal videos' gray frames (``uint8 [T, S, S]`` each) and store it."""
         errors = np.concatenate([self.step_errors(v) for v in videos])
         quantiles = np.quantile(errors, np.linspace(0.0, 1.0, CALIBRATION_LEVELS))
-        self.meta["stream"] = {"fps": float(fps), "calibration": {
+        self.record.stream = {"fps": float(fps), "calibration": {
             "quantiles": [float(q) for q in np.maximum.accumulate(quantiles)], "videos": len(videos),
             "frames": int(len(errors)), "held_out": held_out}}
-        self.meta["thresholds"] = {"threshold": 1.0 - FALSE_ALARM, "release": 1.0 - 5 * FALSE_ALARM}
-        return self.meta["stream"]
+        self.record.thresholds = {"threshold": 1.0 - FALSE_ALARM, "release": 1.0 - 5 * FALSE_ALARM}
+        return self.record.stream
 
-    def save(self, root: Path | str, *, history: dict | None = None, keep: bool = False) -> Path:
+    def save(self, root: Path | str, *, history: list[dict] | None = None, keep: bool = False) -> Path:
         """Write the run directory whole (:func:`avar.training.run.save_run`); ``history``
         goes to ``history.json``, ``keep`` keeps the other files of a run re-saved in place
         (``avar upgrade``)."""
@@ -266,8 +292,7 @@ class AERun(FeatureRun):
             "modality": self.config.modality,
             "video": self.video_model.config.to_dict() if self.video_model else None,
             "audio": self.audio_model.config.to_dict() if self.audio_model else None,
-            "train": asdict(self.config),
-            **self.meta,
+            **self.record.to_dict(),
         }
         return save_run(root, weights=weights, config=config,
                         files=None if history is None else {HISTORY_FILE: history}, keep=keep)
@@ -283,28 +308,29 @@ class AERun(FeatureRun):
                 "`avar evaluate RUN_DIR FEATURES_DIR` instead of --data"
             )
         with reading_config(root, "autoencoder run"):
-            config = AETrainConfig(**meta.pop("train"))
-            run = cls(config=config)
+            digests = {WEIGHTS_KEY: meta.pop(WEIGHTS_KEY)} if WEIGHTS_KEY in meta else {}
             video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
             meta.pop("method"), meta.pop("modality"), meta.pop("learning", None)
+            meta["train"]  # every autoencoder run records it: its absence is a damaged config, not an old run
+            run = cls(record=AERecord.from_dict(meta, path))
+            if not isinstance(run.config, AETrainConfig):
+                raise ValueError("'train' is not the autoencoder's training settings")
             if video_cfg is None and audio_cfg is None:
                 raise ValueError("it names neither a video nor an audio model")
             if video_cfg is not None:
                 run.video_model = VideoSeq2SeqAE(VideoAEConfig.from_dict(video_cfg))
             if audio_cfg is not None:
                 run.audio_model = AudioSeq2SeqAE(AudioAEConfig.from_dict(audio_cfg))
-            _check_stream(meta.get("stream"))
+            _check_stream(run.record.stream)
         if run.video_model is not None:
-            load_state(run.video_model, load_weights(root, VIDEO_FILE, meta), root / VIDEO_FILE)
+            load_state(run.video_model, load_weights(root, VIDEO_FILE, digests), root / VIDEO_FILE)
         if run.audio_model is not None:
-            tensors = load_weights(root, AUDIO_FILE, meta)
+            tensors = load_weights(root, AUDIO_FILE, digests)
             if "norm.low" not in tensors or "norm.high" not in tensors:
                 raise ValueError(f"{root / AUDIO_FILE}: lacks the audio normalisation (norm.low, norm.high); retrain "
                                  "the run or restore the run directory from a backup")
             run.audio_norm = MinMaxNormalizer(tensors.pop("norm.low").numpy(), tensors.pop("norm.high").numpy())
             load_state(run.audio_model, tensors, root / AUDIO_FILE)
-        meta.pop(WEIGHTS_KEY, None)
-        run.meta = meta
         run.root = root
         return run
 

@@ -24,7 +24,8 @@ from avar.features.spectral import SPECTRAL_RATE, MinMaxNormalizer
 from avar.methods.autoencoder import AudioAEConfig, AudioSeq2SeqAE, VideoAEConfig, VideoSeq2SeqAE, count_parameters
 from avar.methods.autoencoder.flow_normality import FlowNormality
 from avar.methods.autoencoder.config import AETrainConfig
-from avar.methods.autoencoder.run import AERun, as_model_input, autocast_for, resolve_precision
+from avar.methods.autoencoder.run import AERecord, AERun, as_model_input, autocast_for, resolve_precision
+from avar.training.loop import Step, train_loop
 from avar.training.run import check_options, check_run_dir
 from avar.training.seeding import numerics, seed_everything
 
@@ -75,37 +76,28 @@ def training_windows(
 
 def _fit(model: torch.nn.Module, data: list[np.ndarray], config: AETrainConfig, epochs: int, video: bool,
          name: str, progress: bool) -> list[dict]:
-    """Adam on MSE over the training sequences of every video in ``data``; returns the history."""
+    """Adam on MSE over the training sequences of every video in ``data``
+    (:func:`avar.training.loop.train_loop`, no validation: the last epoch is kept); returns the
+    history, each record tagged with ``name``."""
     precision = resolve_precision(config.precision)
     rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     seq_len = model.config.seq_len
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        started = time.perf_counter()
+
+    def batches(epoch: int):
         windows = [(v, w) for v, frames in enumerate(data)
                    for w in training_windows(len(frames), seq_len, config.strides, config.window_hop, rng)]
         order = rng.permutation(len(windows))
-        total, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"{name} epoch {epoch}/{epochs}",
-                   disable=not progress, leave=False)
-        for k in bar:
-            batch = [windows[i] for i in order[k : k + config.batch_size]]
-            x = as_model_input(np.stack([data[v][w] for v, w in batch]), video)
-            with autocast_for(precision):
-                recon = model(x)
-            loss = torch.nn.functional.mse_loss(recon.float(), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-            bar.set_postfix(loss=f"{total / seen:.5f}")
-        history.append({"epoch": epoch, "loss": total / max(seen, 1), "sequences": seen,
-                        "seconds": round(time.perf_counter() - started, 2)})
-    model.eval()
-    return history
+        return [[windows[i] for i in order[k : k + config.batch_size]] for k in range(0, len(order), config.batch_size)]
+
+    def loss(batch) -> Step:
+        x = as_model_input(np.stack([data[v][w] for v, w in batch]), video)
+        with autocast_for(precision):
+            recon = model(x)
+        return Step(torch.nn.functional.mse_loss(recon.float(), x), len(batch))
+
+    fitted = train_loop(model, torch.optim.Adam(model.parameters(), lr=config.lr), batches, loss, epochs,
+                        desc=name, progress=progress, batch_progress=True)
+    return [{"model": name, **record} for record in fitted.history]
 
 
 def calibration_videos(n_train: int, fraction: float, seed: int) -> list[int]:
@@ -155,22 +147,21 @@ def train_autoencoder(
                          audio_rate=SPECTRAL_RATE if use_audio else None)
               for v in tqdm(train, desc="reading training videos", disable=not progress, leave=False)]
     load_seconds = time.perf_counter() - started
-    run = AERun(config=config)
-    history: dict[str, list] = {}
-    meta = {
-        "data": {**dataset.describe(), "train_frames_read": int(sum(len(v.frames) for v in loaded))},
-        "audio_pairing": dataset.audio_pairing,
-        "audio_dir": str(Path(audio_dir).resolve()) if audio_dir else None,
-        "precision": resolve_precision(config.precision),
-        "torch_threads": torch.get_num_threads(),
-        "load_seconds": round(load_seconds, 2),
-    }
+    run = AERun(record=AERecord(train=config))
+    history: list[dict] = []
+    record = run.record
+    record.data = {**dataset.describe(), "train_frames_read": int(sum(len(v.frames) for v in loaded))}
+    record.audio_pairing = dataset.audio_pairing
+    record.audio_dir = str(Path(audio_dir).resolve()) if audio_dir else None
+    record.precision = resolve_precision(config.precision)
+    record.torch_threads = torch.get_num_threads()
+    record.load_seconds = round(load_seconds, 2)
     if use_video:
         run.video_model = VideoSeq2SeqAE(video_cfg)
-        meta["video_params"] = count_parameters(run.video_model)
+        record.video_params = count_parameters(run.video_model)
         t0 = time.perf_counter()
-        history["video"] = _fit(run.video_model, [v.frames for v in loaded], config, config.epochs, True, "video", progress)
-        meta["video_train_seconds"] = round(time.perf_counter() - t0, 2)
+        history += _fit(run.video_model, [v.frames for v in loaded], config, config.epochs, True, "video", progress)
+        record.video_train_seconds = round(time.perf_counter() - t0, 2)
     if use_audio:
         missing = [v.video.source for v in loaded if v.audio is None]
         if missing:
@@ -182,23 +173,22 @@ def train_autoencoder(
         run.audio_norm = MinMaxNormalizer.fit(raw)
         feats = [run.audio_norm.apply(f) for f in raw]
         run.audio_model = AudioSeq2SeqAE(audio_cfg)
-        meta["audio_params"] = count_parameters(run.audio_model)
+        record.audio_params = count_parameters(run.audio_model)
         t0 = time.perf_counter()
-        history["audio"] = _fit(run.audio_model, feats, config, config.audio_epochs, False, "audio", progress)
-        meta["audio_train_seconds"] = round(time.perf_counter() - t0, 2)
-    run.meta = meta
+        history += _fit(run.audio_model, feats, config, config.audio_epochs, False, "audio", progress)
+        record.audio_train_seconds = round(time.perf_counter() - t0, 2)
     if use_video and not use_audio:
         t0 = time.perf_counter()
         shown = [load_video(v, video_cfg.frame_size) for v in calibration] if calibration else loaded
         run.calibrate([v.frames for v in shown], shown[0].fps, held_out=bool(calibration))
-        meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in shown]
-        meta["calibration_seconds"] = round(time.perf_counter() - t0, 2)
+        record.stream["calibration"]["video_ids"] = [v.video.video_id for v in shown]
+        record.calibration_seconds = round(time.perf_counter() - t0, 2)
     if use_video:
         t0 = time.perf_counter()
-        meta["flow"] = FlowNormality.fit([load_video(v).frames for v in train]).to_dict()
-        meta["flow_seconds"] = round(time.perf_counter() - t0, 2)
-    meta["train_seconds"] = round(time.perf_counter() - started, 2)
-    meta["numerics"] = numerics()
+        record.flow = FlowNormality.fit([load_video(v).frames for v in train]).to_dict()
+        record.flow_seconds = round(time.perf_counter() - t0, 2)
+    record.train_seconds = round(time.perf_counter() - started, 2)
+    record.numerics = numerics()
     run.save(out_dir, history=history)
     return run
 
@@ -218,9 +208,9 @@ def upgrade_autoencoder(run_dir: Path | str, data: FrameDataset | Path | str, *,
     if not loaded:
         raise ValueError(f"{dataset.root}: no training videos to calibrate on")
     run.calibrate([v.frames for v in loaded], loaded[0].fps, held_out=False)
-    run.meta["stream"]["calibration"]["video_ids"] = [v.video.video_id for v in loaded]
+    run.record.stream["calibration"]["video_ids"] = [v.video.video_id for v in loaded]
     if run.flow is None:
-        run.meta["flow"] = FlowNormality.fit([load_video(v.video).frames for v in loaded]).to_dict()
+        run.record.flow = FlowNormality.fit([load_video(v.video).frames for v in loaded]).to_dict()
     run.save(run_dir, keep=True)
     return run
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from avar.methods.config_base import JsonConfig
+from avar.methods.config_base import JsonConfig, option
 
 AUDIO_PATHS = ("focused", "plain")
 
@@ -23,7 +23,7 @@ class AVACAConfig(JsonConfig):
     """Width of one visual step's feature (the paper: SlowFast-R50; XD-Violence: I3D RGB)."""
     audio_dim: int = 128
     """Width of one audio step's feature (VGGish embedding)."""
-    hidden: int = 128
+    hidden: int = field(default=128, metadata=option("path width", only=("avaca",)))
     """Channels of both paths after stage 1, the transformers' model width."""
     stage2_dim: int = 64
     """Channels of each path after stage 2; the concatenation is ``2 * stage2_dim`` wide."""

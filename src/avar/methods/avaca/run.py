@@ -19,8 +19,8 @@ from avar.methods.avaca import AVACA, DEFAULT_ALPHA, AVACAConfig, top_k_mask
 from avar.methods.avaca.mil import MILHead
 from avar.methods.heads import config_from_dict, head_type
 from avar.training.run import (CONFIG_FILE, HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization,
-                               check_extractors, check_window, load_state, load_weights, read_run_config,
-                               reading_config, save_run)
+                               TrainingRecord, check_extractors, check_window, load_state, load_weights,
+                               read_run_config, reading_config, save_run, typed)
 
 
 WEAK_METHODS = ("avaca", "mil")
@@ -48,6 +48,22 @@ WEAK_CLASSES = [NORMAL, "anomaly"]
 
 
 @dataclass
+class WeakRecord(TrainingRecord):
+    """What training recorded about a weak run (:class:`TrainingRecord` and the fields below)."""
+
+    splits: str | None = None
+    """``cache``: the cache's own splits; ``given``: a split assignment passed to training."""
+    n_train: dict | None = None
+    """Training videos: ``{"normal": n, "anomalous": n}``."""
+
+    @classmethod
+    def train_config(cls, values: dict, path: Path | str):
+        from avar.methods.avaca.train import WeakTrainConfig
+
+        return typed(WeakTrainConfig, values, path, "train config")
+
+
+@dataclass
 class WeakRun(FeatureRun):
     """A weakly trained step scorer with everything needed to apply it to new features."""
 
@@ -60,7 +76,7 @@ class WeakRun(FeatureRun):
     """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
     alpha: float = DEFAULT_ALPHA
     seq_len: int = WINDOW
-    extra: dict = field(default_factory=dict)
+    record: WeakRecord = field(default_factory=WeakRecord)
 
     learning = "weak"
     classes = WEAK_CLASSES
@@ -79,7 +95,7 @@ class WeakRun(FeatureRun):
             "alpha": self.alpha,
             "seq_len": self.seq_len,
             "extractors": self.extractors,
-            **self.extra,
+            **self.record.to_dict(),
         }
         return save_run(root, weights={MODEL_FILE: tensors}, config=config,
                         files=None if history is None else {HISTORY_FILE: history}, keep=keep)
@@ -109,10 +125,12 @@ class WeakRun(FeatureRun):
                              "the run or restore the run directory from a backup")
         tensors = load_weights(root, MODEL_FILE, meta)
         meta.pop(WEIGHTS_KEY, None)
+        with reading_config(root, "weakly supervised run"):
+            record = WeakRecord.from_dict(meta, root / CONFIG_FILE)
         norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
         load_state(model, tensors, root / MODEL_FILE)
         run = cls(model=model, method=method, model_config=config, norm=norm, step=step, extractors=extractors,
-                  alpha=alpha, seq_len=seq_len, extra=meta)
+                  alpha=alpha, seq_len=seq_len, record=record)
         run.root = root
         return run
 

@@ -15,26 +15,27 @@ The run it saves is a :class:`~avar.methods.avaca.run.WeakRun`.
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from avar.features.cache import FeatureSet, StepFeatures
 from avar.metrics.classification import roc_auc
 from avar.methods.avaca import AVACA, DEFAULT_ALPHA, AVACAConfig, avaca_loss
 from avar.methods.avaca.mil import MIL_CLASSES, MILHead
-from avar.methods.avaca.run import NORMAL, WEAK_METHODS, WINDOW, WeakRun, top_k_video_scores
+from avar.methods.avaca.run import NORMAL, WEAK_METHODS, WINDOW, WeakRecord, WeakRun, top_k_video_scores
 from avar.methods.avarnet import count_parameters
-from avar.methods.heads import head_config
+from avar.methods.config_base import (BATCH_SIZE, EPOCHS, FALSE_EVENTS_OPTION, LR, MODALITY, MOTION, SEED, THREADS,
+                                      option)
+from avar.methods.heads import HEADS, head_config
 from avar.methods.streams import run_streams
 from avar.metrics.events import FALSE_EVENTS_PER_HOUR
 from avar.training.events import calibrate_events
+from avar.training.loop import Step, train_loop
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import numerics, seed_everything
 
@@ -51,37 +52,44 @@ class WeakTrainConfig:
 
     method: str = "avaca"
     """'avaca' or 'mil' (``head_type`` trained with the same losses)."""
-    head_type: str = "mtcn"
+    head_type: str = field(default="mtcn", metadata=option(
+        "the supervised head trained with the MIL losses", flag="--head", choices=tuple(HEADS), only=("mil",)))
     """With ``method='mil'``: a key of ``avar.methods.heads.HEADS``."""
-    modality: str = "av"
+    modality: str = field(default="av", metadata=MODALITY)
     """With ``method='mil'``: 'av', 'a' or 'v'."""
-    audio_path: str = "focused"
+    audio_path: str = field(default="focused", metadata=option(
+        "the VAT reads audio first differences (focused) or the audio itself (plain)", choices=("focused", "plain"),
+        only=("avaca",)))
     """With ``method='avaca'``: 'focused' (first differences) or 'plain'."""
-    zero_audio: bool = False
+    zero_audio: bool = field(default=False, metadata=option("zero the audio input (the paper's baseline)",
+                                                            only=("avaca",)))
     """With ``method='avaca'``: zero the audio input (the paper's visual-only baseline)."""
-    epochs: int = 100
-    batch_size: int = 16
+    epochs: int = field(default=100, metadata=EPOCHS)
+    batch_size: int = field(default=16, metadata=BATCH_SIZE)
     """Videos per batch, half normal and half anomalous."""
-    lr: float = 1e-4
+    lr: float = field(default=1e-4, metadata=LR)
     weight_decay: float = 1e-3
-    theta: float = 10.0
+    theta: float = field(default=10.0, metadata=option("weight of the dynamic MIL loss"))
     """Weight of the dynamic MIL loss."""
-    lam: float = 1.0
+    lam: float = field(default=1.0, metadata=option("weight of the center loss", flag="--lambda"))
     """Weight of the center loss."""
-    alpha: float = DEFAULT_ALPHA
+    alpha: float = field(default=DEFAULT_ALPHA, metadata=option("top k = floor(steps / alpha) per video"))
     """``k = floor(t / alpha)`` top scores per video in the MIL loss."""
-    max_steps: int = 200
+    max_steps: int = field(default=200, metadata=option(
+        "longer training videos are averaged to this many steps"))
     """Training videos longer than this are averaged down to this many segments (as the
     XD-Violence reference code does); scoring always reads every step."""
-    window: int = WINDOW
+    window: int = field(default=WINDOW, metadata=option("steps per scoring window on files and streams"))
     """Steps per scoring window on files and streams (the run's ``seq_len``)."""
-    false_events_per_hour: float = FALSE_EVENTS_PER_HOUR
+    false_events_per_hour: float = field(default=FALSE_EVENTS_PER_HOUR, metadata=FALSE_EVENTS_OPTION)
     """Target of the event threshold the run stores, chosen on the validation clips
     (:func:`avar.metrics.events.calibrate_threshold`)."""
-    motion: bool = True
+    motion: bool = field(default=True, metadata=MOTION)
     """Read the cache's motion stream (optical flow) where it has one: it joins the visual side
     of the cross-attention (the model's video input is appearance then motion)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=SEED)
+    threads: int | None = field(default=None, metadata=THREADS)
+    """Torch CPU threads; None leaves torch's default (one per core)."""
     model: dict = field(default_factory=dict)
     """Overrides of the model config's fields (AVACA: ``hidden``, ``dropout``...; MIL heads:
     ``num_stages``, ``num_f_maps``...)."""
@@ -243,6 +251,8 @@ def train_weak(
     """
     config = config or WeakTrainConfig()
     check_run_dir(out_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     records = [dict(c, split=splits.get(c["clip_id"], "unused")) if splits else c for c in features.clips]
     train_rec = [c for c in records if c["split"] == "train"]
@@ -260,59 +270,45 @@ def train_weak(
     batches = BalancedBatches(y_train, config.batch_size, np.random.default_rng(config.seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    best_key, best_state, best_epoch, history = None, None, -1, []
     started = time.perf_counter()
+
+    def loss(index: list[int]) -> Step:
+        part = [train_data[i] for i in index]
+        video, audio, mask = pad_batch([v for v, _ in part], [a for _, a in part])
+        y = torch.as_tensor(y_train[index], dtype=torch.float32)
+        total, dmil, center = _loss(model(video, audio, mask), y, mask.sum(1), config)
+        return Step(total, len(index), {"dmil": dmil.item(), "center": center.item()})
+
+    def validate(record: dict) -> dict:
+        val_loss, val_auc = _validate(model, val_data, y_val, config)
+        return {"val_loss": val_loss, "val_video_auc": val_auc}
+
     name = config.method if config.method == "avaca" else f"mil {config.head_type}"
-    bar = tqdm(range(config.epochs), desc=f"train {name}", unit="epoch", disable=not progress)
-    for epoch in bar:
-        model.train()
-        totals = np.zeros(3)
-        for index in batches:
-            part = [train_data[i] for i in index]
-            video, audio, mask = pad_batch([v for v, _ in part], [a for _, a in part])
-            y = torch.as_tensor(y_train[index], dtype=torch.float32)
-            loss, dmil, center = _loss(model(video, audio, mask), y, mask.sum(1), config)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            totals += [loss.item(), dmil.item(), center.item()]
-        totals /= len(batches)
-        row = {"epoch": epoch + 1, "train_loss": totals[0], "train_dmil": totals[1], "train_center": totals[2]}
-        if val_data:
-            val_loss, val_auc = _validate(model, val_data, y_val, config)
-            row.update(val_loss=val_loss, val_video_auc=val_auc)
-            key = (val_auc if val_auc is not None else 0.0, -val_loss)
-        else:
-            key = (epoch, 0.0)
-        history.append(row)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_loss", "val_video_auc")
-                         and v is not None})
-        if best_key is None or key > best_key:
-            best_key, best_state, best_epoch = key, copy.deepcopy(model.state_dict()), epoch + 1
-    model.load_state_dict(best_state)
-    model.eval()
+    fitted = train_loop(model, optimizer, lambda epoch: batches, loss, config.epochs,
+                        validate=validate if val_data else None,
+                        select=lambda r: (r["val_video_auc"] if r["val_video_auc"] is not None else 0.0, -r["val_loss"]),
+                        clip_grad=5.0, desc=f"train {name}", progress=progress)
     run = WeakRun(
         model=model, method=config.method, model_config=model_config, norm=norm, step=features.manifest["step"],
         extractors={"video": features.manifest["video"], "audio": features.manifest["audio"],
                     **({"motion": features.manifest["motion"]} if motion else {})}, alpha=config.alpha,
-        seq_len=config.window, extra={
-            "train": asdict(config),
-            "features_dir": str(features.root),
-            "splits": "given" if splits else "cache",
-            "best_epoch": best_epoch,
-            "params": count_parameters(model),
-            "train_seconds": round(time.perf_counter() - started, 2),
-            "torch_threads": torch.get_num_threads(),
-            "numerics": numerics(),
-            "n_train": {"normal": int((y_train == 0).sum()), "anomalous": int(y_train.sum())},
-            "streams": run_streams(config.modality, motion),
-        },
+        seq_len=config.window, record=WeakRecord(
+            train=config,
+            features_dir=str(features.root),
+            splits="given" if splits else "cache",
+            best_epoch=fitted.best_epoch,
+            params=count_parameters(model),
+            train_seconds=round(time.perf_counter() - started, 2),
+            torch_threads=torch.get_num_threads(),
+            numerics=numerics(),
+            n_train={"normal": int((y_train == 0).sum()), "anomalous": int(y_train.sum())},
+            streams=run_streams(config.modality, motion),
+        ),
     )
     if val_rec:
-        run.extra.update(calibrate_events(run, run.read([features.load(r) for r in val_rec]),
-                                          config.false_events_per_hour))
-    run.save(out_dir, history=history)
+        run.record = replace(run.record, **calibrate_events(run, run.read([features.load(r) for r in val_rec]),
+                                                            config.false_events_per_hour))
+    run.save(out_dir, history=fitted.history)
     return run
 
 

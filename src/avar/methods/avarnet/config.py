@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from avar.methods.config_base import StreamConfig
+from avar.methods.config_base import StreamConfig, option
 
 MODALITIES = ("av", "a", "v")
 
@@ -25,14 +25,14 @@ class AVARNetConfig(StreamConfig):
     """Width of one audio step's feature (wav2vec2-base hidden size, mean over the step)."""
     num_classes: int = 10
     """Anomaly classes (VAAR has 10, including 'normal')."""
-    num_stages: int = 4
+    num_stages: int = field(default=4, metadata=option("mtcn: MS-TCN stages", flag="--stages"))
     """MS-TCN stages; later stages refine the softmax of the previous one. 1 for the
     parameter-count check."""
-    num_layers: int = 10
+    num_layers: int = field(default=10, metadata=option("mtcn: dilated layers per stage", flag="--layers"))
     """Dilated residual layers per stage; layer ``l`` has dilation ``2**l`` (Eq. 7)."""
-    num_f_maps: int = 64
+    num_f_maps: int = field(default=64, metadata=option("mtcn: feature maps", flag="--f-maps"))
     """Channels inside every stage (the paper's 'fixed dimension')."""
-    attention: bool = True
+    attention: bool = field(default=True, metadata=option("mtcn: drop the attention module", flag="--no-attention"))
     """Run the temporal attention module (1D conv + multi-head self-attention, sec. 3.5)
     before the MTCN. Off adds no parameters."""
     attention_dim: int | None = 256

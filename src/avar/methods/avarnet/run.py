@@ -14,9 +14,9 @@ from avar.features.pooling import motion_steps
 from avar.methods.avarnet.clip_blend import PooledLinear
 from avar.methods.avarnet.stream_selection import LEGACY_POOLING
 from avar.methods.heads import HeadConfig, build_head, config_from_dict, head_type
-from avar.training.run import (HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization, check_extractors,
-                               check_window, load_state, load_weights, read_labels, read_run_config, reading_config,
-                               save_run)
+from avar.training.run import (CONFIG_FILE, HISTORY_FILE, MODEL_FILE, WEIGHTS_KEY, FeatureRun, Normalization,
+                               TrainingRecord, check_extractors, check_window, load_state, load_weights, read_labels,
+                               read_run_config, reading_config, save_run, typed)
 from avar.training.sequences import make_sequences
 
 
@@ -36,6 +36,29 @@ def with_motion(clips: list[StepFeatures], steps: int) -> list[StepFeatures]:
 
 
 @dataclass
+class SupervisedRecord(TrainingRecord):
+    """What training recorded about a supervised run (:class:`TrainingRecord` and the fields below)."""
+
+    refit_epochs: int | None = None
+    """Epochs of the second training on train + val (``TrainConfig.refit``), None without."""
+    val_branch_accuracy: dict | None = None
+    """Validation accuracy of a fused head with both streams and each alone (``av``, ``a``, ``v``)."""
+    fusion_warning: str | None = None
+    stream_selection: dict | None = None
+    motion_selection: dict | None = None
+    clip_blend: dict | None = None
+    """``{"head_weight", "pooling"}`` where the run blends in a pooled-feature regression."""
+    video_motion: int = 0
+    """Steps over which the run reads the video as motion (0: off)."""
+
+    @classmethod
+    def train_config(cls, values: dict, path: Path | str):
+        from avar.methods.avarnet.train import TrainConfig
+
+        return typed(TrainConfig, values, path, "train config")
+
+
+@dataclass
 class Run(FeatureRun):
     """A trained sequence head with everything needed to apply it to new features."""
 
@@ -50,11 +73,11 @@ class Run(FeatureRun):
     step: float
     extractors: dict
     """``{"video": {name, version, dim, weights}, "audio": {...}}`` as in the feature cache."""
-    extra: dict = field(default_factory=dict)
-    """Training arguments and anything else worth recording."""
+    record: SupervisedRecord = field(default_factory=SupervisedRecord)
+    """What training recorded: its config, epochs, choices, thresholds."""
     blend: PooledLinear | None = None
     """With the robust recipe on a small dataset: the pooled-feature regression whose clip
-    probabilities are mixed with the head's (weight ``extra['clip_blend']['head_weight']``;
+    probabilities are mixed with the head's (weight ``record.clip_blend['head_weight']``;
     :mod:`avar.methods.avarnet.clip_blend`)."""
 
     def save(self, root: Path | str, *, history: list[dict] | None = None, keep: bool = False) -> Path:
@@ -71,7 +94,7 @@ class Run(FeatureRun):
             "seq_len": self.seq_len,
             "step": self.step,
             "extractors": self.extractors,
-            **self.extra,
+            **self.record.to_dict(),
         }
         return save_run(root, weights={MODEL_FILE: tensors}, config=config, labels=self.classes,
                         files=None if history is None else {HISTORY_FILE: history}, keep=keep)
@@ -80,6 +103,7 @@ class Run(FeatureRun):
     def load(cls, root: Path | str) -> "Run":
         root = Path(root)
         meta = read_run_config(root)
+        digests = {WEIGHTS_KEY: meta.get(WEIGHTS_KEY)} if WEIGHTS_KEY in meta else {}
         if meta.get("method", "avarnet") != "avarnet":
             raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; load any run with "
                              "avar.runs.load_run")
@@ -87,14 +111,16 @@ class Run(FeatureRun):
             config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
             seq_len, step, extractors = meta.pop("seq_len"), meta.pop("step"), meta.pop("extractors")
             head = build_head(config)
-            check_motion(meta.get("video_motion") or 0)
+            meta.pop("method", None), meta.pop("learning", None), meta.pop(WEIGHTS_KEY, None)
+            record = SupervisedRecord.from_dict(meta, root / CONFIG_FILE)
+            record.video_motion = check_motion(record.video_motion or 0)
         check_window(root, seq_len, step)
         check_extractors(root, extractors)
         classes = read_labels(root, config.num_classes)
-        tensors = load_weights(root, MODEL_FILE, meta)
+        tensors = load_weights(root, MODEL_FILE, digests)
         norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)
         blend = PooledLinear.pop_tensors(tensors, config.modality,
-                                         (meta.get("clip_blend") or {}).get("pooling", LEGACY_POOLING))
+                                         (record.clip_blend or {}).get("pooling", LEGACY_POOLING))
         load_state(head, tensors, root / MODEL_FILE)
         run = cls(
             head=head,
@@ -104,7 +130,7 @@ class Run(FeatureRun):
             seq_len=seq_len,
             step=step,
             extractors=extractors,
-            extra={k: v for k, v in meta.items() if k not in ("method", "learning", WEIGHTS_KEY)},
+            record=record,
             blend=blend,
         )
         run.root = root
@@ -120,7 +146,7 @@ class Run(FeatureRun):
     def video_motion(self) -> int:
         """Steps over which the run reads the video stream as motion (0: off; runs saved before
         it existed record none). See :attr:`avar.methods.avarnet.train.TrainConfig.video_motion`."""
-        return int(self.extra.get("video_motion") or 0)
+        return int(self.record.video_motion or 0)
 
     @property
     def context_steps(self) -> int:
@@ -149,6 +175,6 @@ class Run(FeatureRun):
         n_real = batch.mask.sum(1).numpy()
         p = (clip_p * n_real[:, None]).sum(0) / n_real.sum()
         if self.blend is not None and drop is None:
-            weight = self.extra["clip_blend"]["head_weight"]
+            weight = self.record.clip_blend["head_weight"]
             p = weight * p + (1 - weight) * self.blend.probabilities(video, audio)
         return self.check_finite(p)

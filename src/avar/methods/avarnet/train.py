@@ -13,7 +13,6 @@ six validation clips does not decide it.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -24,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from avar.features.cache import FeatureSet, StepFeatures, visual_clips
 from avar.methods.avarnet import avarnet_loss, count_parameters
-from avar.methods.heads import build_head, has_branches, head_config
+from avar.methods.config_base import (BATCH_SIZE, EPOCHS, FALSE_EVENTS_OPTION, LR, MODALITY, MOTION, SEED,
+                                      option)
+from avar.methods.heads import FUSIONS, HEADS, build_head, has_branches, head_config
 from avar.methods.streams import run_streams
-from avar.methods.avarnet.run import Run, check_motion, with_motion
+from avar.methods.avarnet.run import Run, SupervisedRecord, check_motion, with_motion
 from avar.metrics.events import FALSE_EVENTS_PER_HOUR
 from avar.training.events import calibrate_events
+from avar.training.loop import Fitted, Step, train_loop
 from avar.training.run import Normalization, check_options, check_run_dir
 from avar.training.seeding import numerics, seed_everything
 from avar.training.sequences import SequenceBatch, make_sequences
@@ -75,24 +76,30 @@ class TrainConfig:
     """Training settings; every field is recorded in the run's ``config.json``. Fields left
     at ``None`` take the value of ``recipe`` (:data:`RECIPES`)."""
 
-    head_type: str = "mtcn"
+    head_type: str = field(default="mtcn", metadata=option(
+        "mtcn = AVAR-Net; the rest are Table 2's baselines", flag="--head", choices=tuple(HEADS)))
     """A key of ``avar.methods.heads.HEADS``: the AVAR-Net head or a Table 2 baseline."""
-    modality: str = "av"
+    modality: str = field(default="av", metadata=MODALITY)
     """'av' fused, 'a' audio only, 'v' video only."""
-    fusion: str = "early"
+    fusion: str = field(default="early", metadata=option(
+        "early: fuse the streams per step before one head; late: one head per stream, probabilities fused",
+        choices=FUSIONS))
     """'early' fuses the streams per step before one head (robust projection by default;
     the head's ``stream_fusion='concat'`` is the paper's Eq. 6); 'late' trains one head per
     stream and fuses their probabilities."""
-    late_mode: str = "mean"
+    late_mode: str = field(default="mean", metadata=option("late fusion: mean or learned weights",
+                                                           choices=("mean", "learned")))
     """With late fusion: 'mean' averages the probabilities, 'learned' weights them per class."""
-    seq_len: int = 10
+    seq_len: int = field(default=10, metadata=option("steps per window (the paper's T)"))
     """Steps per sequence (the paper's T = 10)."""
-    recipe: str = "robust"
+    recipe: str = field(default="robust", metadata=option(
+        "robust (AdamW, label smoothing, balanced classes, smoothed-loss checkpoint, refit on train + val) or paper "
+        "(Adam 1e-2, plateau schedule, best validation accuracy)", choices=tuple(sorted(RECIPES))))
     """'robust' (default) or 'paper'; see the module docstring."""
-    epochs: int = 50
+    epochs: int = field(default=50, metadata=EPOCHS)
     """Epochs at most; 'robust' raises it so that training takes at least ``min_steps`` steps."""
-    batch_size: int = 32
-    lr: float | None = None
+    batch_size: int = field(default=32, metadata=BATCH_SIZE)
+    lr: float | None = field(default=None, metadata=LR)
     """Peak learning rate (after warm-up)."""
     min_lr: float = 1e-5
     warmup_epochs: int | None = None
@@ -120,30 +127,37 @@ class TrainConfig:
     """After the run on ``train`` (which gives the validation figures), train again from
     scratch on ``train`` + ``val`` for the epochs the first run selected, and keep that:
     on a small dataset the validation clips are a fifth of the labelled data."""
-    select_streams: bool | None = None
+    select_streams: bool | None = field(default=None, metadata=option(
+        "--modality av: fuse both streams even when cross-validation on the labelled clips says one carries no class "
+        "information (the robust recipe checks by default; --recipe paper never does)", flag="--no-stream-selection"))
     """With ``modality='av'``: cross-validate on train + val whether both streams help and
     train on one alone when the other carries no class information or makes both worse
     (:mod:`avar.methods.avarnet.stream_selection`); the choice is recorded in the run."""
-    clip_blend: float | None = None
+    clip_blend: float | None = field(default=None, metadata=option(
+        "weight of the head's clip prediction against a pooled-feature logistic regression's (1 = the head alone); "
+        "per-step scores stay the head's", metavar="W"))
     """Weight of the head's clip probabilities against a pooled-feature logistic regression's
     (1: the head alone); the per-step scores stay the head's (:mod:`avar.methods.avarnet.clip_blend`)."""
-    motion: bool = True
+    motion: bool = field(default=True, metadata=MOTION)
     """Read the cache's motion stream (optical flow, ``avar extract --motion``) where it has one,
     as a third stream on the visual side (its own projection in the head, its own share in the
     pooled regression); with ``select_streams`` it is left out when it carries no class
     information or makes appearance worse (:func:`~avar.methods.avarnet.stream_selection.select_motion`)."""
-    false_events_per_hour: float = FALSE_EVENTS_PER_HOUR
+    false_events_per_hour: float = field(default=FALSE_EVENTS_PER_HOUR, metadata=FALSE_EVENTS_OPTION)
     """Target of the event threshold the run stores, chosen on the validation clips: at most this
     many false events per hour of normal footage (:func:`avar.metrics.events.calibrate_threshold`);
     ``predict``, ``watch`` and the dashboard open events at it unless told otherwise."""
-    video_motion: int = 0
+    video_motion: int = field(default=0, metadata=option(
+        "read the video stream as motion over the last K steps (the mean of their features and their mean absolute "
+        "change; 0 = off, the default): for short clips extracted at fine steps, e.g. --step 0.125 with K = 4 "
+        "(docs/fusion.md)", metavar="K"))
     """Steps (>= 2; 0 = off) over which the video stream is read as motion: each step's video
     feature becomes the mean of the last ``video_motion`` steps' features and their mean
     absolute change (:func:`avar.features.pooling.motion_steps`), before normalisation, for
     the head and the clip blend's regression alike; the run applies it to the features it
     scores. For short clips extracted at fine steps, where one frame per step shows what a
     scene looks like but not how it moves (docs/fusion.md: fight-dev at 0.125-s steps, 4)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=SEED)
     head: dict = field(default_factory=dict)
     """Overrides of the head config's fields (stages, layers, maps, attention, hidden,
     stream_fusion, stream_width, modality_dropout...), over the recipe's (:func:`recipe_head`)."""
@@ -248,59 +262,51 @@ def _learning_rate(config: TrainConfig, step: int, warmup_steps: int, total_step
 
 
 def _fit(head: torch.nn.Module, train_seq: SequenceBatch, val_seq: SequenceBatch | None, config: TrainConfig,
-         epochs: int, desc: str, progress: bool) -> tuple[int, list[dict]]:
-    """Train ``head`` in place for ``epochs``; with ``val_seq``, leave it at the epoch
-    ``config.select`` picks. Returns (that epoch, per-epoch history)."""
+         epochs: int, desc: str, progress: bool) -> Fitted:
+    """Train ``head`` in place for ``epochs`` (:func:`avar.training.loop.train_loop`); with
+    ``val_seq``, leave it at the epoch ``config.select`` picks."""
     optimizer = OPTIMIZERS[config.optimizer](head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.1, patience=config.plateau_patience, min_lr=config.min_lr
     )
     generator = torch.Generator().manual_seed(config.seed)
     batches_per_epoch = -(-len(train_seq) // config.batch_size)
-    warmup_steps, step = min(config.warmup_epochs, epochs - 1) * batches_per_epoch, 0
-    total_steps = epochs * batches_per_epoch
-    best_key, best_state, best_epoch, history, smoothed = None, None, epochs, [], None
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
-    for epoch in bar:
-        head.train()
+    warmup_steps, total_steps = min(config.warmup_epochs, epochs - 1) * batches_per_epoch, epochs * batches_per_epoch
+    steps, smoothed = [0], [None]
+
+    def batches(epoch: int):
         if config.balanced:
             order = _balanced_order(train_seq.labels, generator)
         else:
             order = torch.randperm(len(train_seq), generator=generator).numpy()
-        total = 0.0
-        for i in range(0, len(order), config.batch_size):
-            step += 1
-            lr = _learning_rate(config, step, warmup_steps, total_steps)
-            if lr is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            part = train_seq.subset(order[i : i + config.batch_size])
-            loss = avarnet_loss(head(part.video, part.audio, part.mask), part.labels, part.mask,
-                                label_smoothing=config.label_smoothing)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
-            optimizer.step()
-            total += loss.item() * len(part)
-        record = {"epoch": epoch + 1, "train_loss": total / len(order), "lr": optimizer.param_groups[0]["lr"]}
-        history.append(record)
-        if val_seq is None:
-            continue
+        return [train_seq.subset(order[i : i + config.batch_size]) for i in range(0, len(order), config.batch_size)]
+
+    def before_step(step: int) -> None:
+        steps[0] = step
+        lr = _learning_rate(config, step, warmup_steps, total_steps)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def loss(part: SequenceBatch) -> Step:
+        return Step(avarnet_loss(head(part.video, part.audio, part.mask), part.labels, part.mask,
+                                 label_smoothing=config.label_smoothing), len(part))
+
+    def validate(record: dict) -> dict:
         val_loss, val_clip_loss, val_acc = _evaluate(head, val_seq, config.batch_size)
-        if config.schedule == "plateau" and step >= warmup_steps:
+        if config.schedule == "plateau" and steps[0] >= warmup_steps:
             scheduler.step(val_loss)
-        smoothed = val_clip_loss if smoothed is None else SMOOTHING * val_clip_loss + (1 - SMOOTHING) * smoothed
-        record.update(val_loss=val_loss, val_clip_loss=val_clip_loss, val_loss_smoothed=smoothed, val_accuracy=val_acc)
-        bar.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.2f}", lr=f"{record['lr']:.0e}")
-        key = {"accuracy": (val_acc, -val_loss), "smoothed_loss": (-smoothed,), "last": (epoch,)}[config.select]
-        if best_key is None or key > best_key:
-            best_key, best_state, best_epoch = key, copy.deepcopy(head.state_dict()), epoch + 1
-        elif config.early_stop is not None and epoch + 1 - best_epoch >= config.early_stop:
-            break
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    head.eval()
-    return best_epoch, history
+        smoothed[0] = val_clip_loss if smoothed[0] is None else SMOOTHING * val_clip_loss + (1 - SMOOTHING) * smoothed[0]
+        return {"val_loss": val_loss, "val_clip_loss": val_clip_loss, "val_loss_smoothed": smoothed[0],
+                "val_accuracy": val_acc}
+
+    def select(record: dict) -> tuple:
+        return {"accuracy": (record["val_accuracy"], -record["val_loss"]),
+                "smoothed_loss": (-record["val_loss_smoothed"],), "last": (record["epoch"],)}[config.select]
+
+    return train_loop(head, optimizer, batches, loss, epochs, validate=validate if val_seq is not None else None,
+                      select=select, early_stop=config.early_stop, clip_grad=5.0, before_step=before_step,
+                      desc=desc, progress=progress)
 
 
 def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | None = None, *, progress: bool = True) -> Run:
@@ -354,7 +360,8 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
     epochs = max(config.epochs, -(-config.min_steps // batches_per_epoch))
     started = time.perf_counter()
     desc = f"train {config.head_type} {modality} {fusion}"
-    best_epoch, history = _fit(head, train_seq, val_seq, config, epochs, desc, progress)
+    fitted = _fit(head, train_seq, val_seq, config, epochs, desc, progress)
+    best_epoch, history = fitted.best_epoch, fitted.history
     branches = branch_accuracies(head, val_seq, config.batch_size)
     warning = fusion_warning(branches, f"{out_dir}: validation")
     if warning:
@@ -374,9 +381,9 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         norm = Normalization.fit([c.video for c in everything], [c.audio for c in everything])
         head = build_head(config_of_head)
         refit_epochs = best_epoch
-        _, refit_history = _fit(head, _sequences(everything, classes, norm, config.seq_len, stride=config.seq_len),
-                                None, config, refit_epochs, desc + " (train + val)", progress)
-        history += [{**record, "refit": True} for record in refit_history]
+        refit = _fit(head, _sequences(everything, classes, norm, config.seq_len, stride=config.seq_len),
+                     None, config, refit_epochs, desc + " (train + val)", progress)
+        history += [{**record, "refit": True} for record in refit.history]
     blend = None
     if config.clip_blend < 1:
         blend = PooledLinear.fit(train + val if refit_epochs else train, classes, config_of_head.modality, config.seed,
@@ -390,24 +397,24 @@ def train_head(features: FeatureSet, out_dir: Path | str, config: TrainConfig | 
         step=steps,
         extractors=extractors,
         blend=blend,
-        extra={
-            "train": config.to_dict(),
-            "features_dir": str(features.root),
-            "feature_runtimes": features.manifest.get("runtimes"),
-            "best_epoch": best_epoch,
-            "refit_epochs": refit_epochs,
-            "params": count_parameters(head),
-            "train_seconds": round(time.perf_counter() - started, 2),
-            "numerics": numerics(),
-            "val_branch_accuracy": branches,
-            "fusion_warning": warning,
-            "stream_selection": selection.to_dict() if selection else None,
-            "motion_selection": motion_choice.to_dict() if motion_choice else None,
-            "streams": run_streams(modality, bool(config_of_head.motion_dim)),
-            "clip_blend": None if blend is None else {"head_weight": config.clip_blend, "pooling": list(blend.stats)},
-            "video_motion": config.video_motion,
+        record=SupervisedRecord(
+            train=config,
+            features_dir=str(features.root),
+            feature_runtimes=features.manifest.get("runtimes"),
+            best_epoch=best_epoch,
+            refit_epochs=refit_epochs,
+            params=count_parameters(head),
+            train_seconds=round(time.perf_counter() - started, 2),
+            numerics=numerics(),
+            val_branch_accuracy=branches,
+            fusion_warning=warning,
+            stream_selection=selection.to_dict() if selection else None,
+            motion_selection=motion_choice.to_dict() if motion_choice else None,
+            streams=run_streams(modality, bool(config_of_head.motion_dim)),
+            clip_blend=None if blend is None else {"head_weight": config.clip_blend, "pooling": list(blend.stats)},
+            video_motion=config.video_motion,
             **events,
-        },
+        ),
     )
     run.save(out_dir, history=history)
     return run

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from avar.methods.avarnet.config import MODALITIES
-from avar.methods.config_base import StreamConfig
+from avar.methods.config_base import StreamConfig, option
 
 KINDS = ("gru", "bigru", "lstm", "bilstm", "transformer")
 """Baselines of the paper's Table 2 besides its own MTCN."""
@@ -31,11 +31,11 @@ class BaselineConfig(StreamConfig):
     """Anomaly classes (VAAR has 10, including 'normal')."""
     modality: str = "av"
     """'av' fuses video and audio (early fusion, see ``stream_fusion``); 'a' / 'v' use one stream."""
-    hidden: int = 128
+    hidden: int = field(default=128, metadata=option("baselines: hidden width"))
     """Width of the input projection and of the recurrent state / transformer model (per
     direction for bidirectional RNNs). Projecting 1408-d inputs first keeps an LSTM's input
     weights at 1408 x 128 per gate instead of 1408 x hidden for every layer."""
-    num_layers: int = 2
+    num_layers: int = field(default=2, metadata=option("baselines: recurrent/encoder layers", flag="--layers"))
     """Stacked recurrent layers, or transformer encoder layers."""
     dropout: float = 0.3
     """Dropout between recurrent layers and before the classifier; inside each transformer
