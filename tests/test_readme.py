@@ -21,11 +21,33 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {"normal": "normal", "fight": "brawling"}  # folder: the synthetic class rendered into it
 
 
-def quick_start() -> list[str]:
-    """The command lines of the README's quick-start block (comments dropped)."""
+def commands(section: str) -> list[str]:
+    """The command lines of the first shell block after the README heading ``section`` (comments dropped)."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("## Quick start on your own footage", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    block = text.split(f"## {section}\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def quick_start() -> list[str]:
+    return commands("Quick start on your own footage")
+
+
+def avar_env() -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "AVAR_PROGRESS": "0"}
+
+
+def test_the_dataset_walk_through_runs_as_written(tmp_path):
+    lines = commands("From long recordings to a dataset")
+    assert [shlex.split(line)[:3] for line in lines] == [["avar", "dataset", a] for a in
+                                                         ("example", "cut", "check", "stats", "agree")]
+    for line in lines:
+        done = subprocess.run(line, shell=True, cwd=tmp_path, env=avar_env(), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "data" / "splits.csv").is_file() and (tmp_path / "balance.png").is_file()
+    assert "Cohen's kappa" in done.stdout
 
 
 def port_free(port: int) -> bool:
@@ -46,8 +68,7 @@ def test_the_quick_start_runs_as_written(tmp_path):
             clip = render_clip(name, i, seconds=4, anomaly_s=(2.0, 3.0))
             write_av_file(tmp_path / "my-clips" / folder / f"clip-{i:02d}.mp4", clip.frames, clip.fps, clip.audio,
                           clip.audio_rate)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "AVAR_PROGRESS": "0"}
+    env = avar_env()
     for line in lines[:-1]:
         done = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"

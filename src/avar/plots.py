@@ -202,8 +202,9 @@ def _finish_line_plot(fig: Figure, ax, path: str | Path, xlabel: str, ylabel: st
     return save_figure(fig, path)
 
 
-def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: str) -> Path:
-    """One bar per entry, in dict order, labelled with its value (e.g. AUC per modality)."""
+def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: str, fmt: str = "%.3f") -> Path:
+    """One bar per entry, in dict order, labelled with its value as ``fmt`` writes it (e.g. AUC
+    per modality; ``"%d"`` for counts)."""
     if not values:
         raise ValueError("plot_bars needs at least one value")
     names = list(values)
@@ -212,7 +213,7 @@ def plot_bars(values: dict[str, float], path: str | Path, title: str, ylabel: st
     fig = new_figure(max(4.0, 1.1 * len(names) + 2.0), 3.5)
     ax = fig.add_subplot()
     bars = ax.bar(names, heights, color="tab:blue")
-    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.bar_label(bars, fmt=fmt, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.margins(y=0.15)

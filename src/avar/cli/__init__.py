@@ -1,6 +1,6 @@
 """The ``avar`` command: parse, call the Python API, print.
 
-A thin layer: one module per command group (``data``, ``train``, ``serve``, ``experiments``),
+A thin layer: one module per command group (``data``, ``dataset``, ``train``, ``serve``, ``experiments``),
 each command a few lines over library functions a user could call from a notebook. Training
 defaults live in the config dataclasses, not here.
 """
@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 
-from avar.cli import data, experiments, serve, train
+from avar.cli import data, dataset, experiments, serve, train
 
-GROUPS = (data, train, serve, experiments)
+GROUPS = (data, dataset, train, serve, experiments)
 
 
 def build_parser() -> argparse.ArgumentParser:

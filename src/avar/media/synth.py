@@ -491,12 +491,21 @@ def render_frames(
     visual: str, interval: tuple[float, float] | None,
 ) -> np.ndarray:
     """``uint8 [T, H, W, 3]`` RGB frames of a scene with ``visual`` painted during ``interval``."""
+    events = [(visual, interval)] if interval and visual != "background" else []
+    return render_scene(rng, width, height, fps, seconds, events)
+
+
+def render_scene(
+    rng: np.random.Generator, width: int, height: int, fps: float, seconds: float,
+    events: list[tuple[str, tuple[float, float]]],
+) -> np.ndarray:
+    """``uint8 [T, H, W, 3]`` RGB frames of one scene with each visual pattern of ``events``
+    (``(pattern, (start_s, end_s))``) painted during its interval."""
     n = max(1, round(seconds * fps))
     scene = _background(rng, width, height)
     walkers = _pedestrians(rng, width, height)
-    anomaly = None
-    if interval and visual != "background":
-        anomaly = _PAINTERS[visual](rng, width, height, *interval)
+    painters = [(_PAINTERS[visual](rng, width, height, *interval), interval) for visual, interval in events
+                if visual != "background"]
     # Per-frame sensor noise comes from a small bank of fields, split into positive and
     # negative uint8 parts so that OpenCV's saturating add/subtract apply it cheaply.
     sigma = rng.uniform(1.5, 3.0)
@@ -508,8 +517,9 @@ def render_frames(
         t = i / fps
         frame = base.copy()
         walkers(frame, t)
-        if anomaly is not None and interval[0] <= t < interval[1]:
-            anomaly(frame, t)
+        for paint, (start, end) in painters:
+            if start <= t < end:
+                paint(frame, t)
         brighter, darker = bank[rng.integers(len(bank))]
         frames[i] = cv2.subtract(cv2.add(frame, brighter), darker)
     return frames
@@ -621,9 +631,19 @@ def render_audio(
     interval: tuple[float, float] | None,
 ) -> np.ndarray:
     """``float32 [S]`` mono in [-1, 1]: ambient sound with ``pattern`` during ``interval``."""
+    return render_soundtrack(rng, rate, seconds, [(pattern, interval)] if interval and pattern != "ambient" else [])
+
+
+def render_soundtrack(
+    rng: np.random.Generator, rate: int, seconds: float, events: list[tuple[str, tuple[float, float]]],
+) -> np.ndarray:
+    """``float32 [S]`` mono in [-1, 1]: ambient sound with each sound pattern of ``events``
+    (``(pattern, (start_s, end_s))``) during its interval."""
     n = round(seconds * rate)
     sound = _ambient(rng, n, rate)
-    if interval and pattern != "ambient":
+    for pattern, interval in events:
+        if pattern == "ambient":
+            continue
         a, b = round(interval[0] * rate), min(n, round(interval[1] * rate))
         event = _SOUND_MAKERS[pattern](rng, b - a, rate)
         ramp = min(int(0.03 * rate), (b - a) // 2)  # 30 ms fades: no clicks at the edges
