@@ -24,7 +24,7 @@ import av
 import numpy as np
 
 from avar.files import atomic_path
-from avar.media.decode import MediaError, stream_start
+from avar.media.decode import MediaError, first_streams, origin_of
 
 AAC_FRAME = 1024
 """Samples per AAC frame: what the encoder takes at a time."""
@@ -54,19 +54,11 @@ class MediaInfo:
         return self.sample_rate is not None
 
 
-def origin_of(container) -> float:
-    """Time zero of a file: the earliest start of its first video and audio streams."""
-    starts = [stream_start(s) for s in (*container.streams.video[:1], *container.streams.audio[:1])]
-    starts = [s for s in starts if s is not None]
-    return min(starts) if starts else 0.0
-
-
 def media_info(path: Path | str) -> MediaInfo:
     """:class:`MediaInfo` of ``path``; a ``MediaError`` naming it when it is not readable media."""
     try:
         with av.open(str(path)) as container:
-            video = container.streams.video[0] if container.streams.video else None
-            audio = container.streams.audio[0] if container.streams.audio else None
+            video, audio = first_streams(container)
             if video is None and audio is None:
                 raise MediaError(path, "no video or audio stream")
             duration = container.duration / av.time_base if container.duration else 0.0
@@ -130,7 +122,7 @@ def cut(source: Path | str, start: float, end: float, out: Path | str, *, copy: 
         raise ValueError(f"{source}: cannot cut [{start}, {end}): start must be >= 0 and end after it")
     try:
         with av.open(str(source)) as container:
-            video = container.streams.video[0] if container.streams.video else None
+            video, _ = first_streams(container)
             key_frame = start if video is None else _key_frame_at(container, video, start)
             if copy and key_frame is None:
                 raise ValueError(f"{source}: {start:.3f} s is not on a key frame; the cut must be re-encoded")
@@ -190,8 +182,7 @@ def _copy(source: Path, start: float, end: float, out: Path, fmt: str) -> Cut:
     """Copy the packets of ``[start, end)``, ``start`` being a key frame's time."""
     with av.open(str(source)) as container, av.open(str(out), "w", format=fmt) as output:
         origin = origin_of(container)
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
+        video, audio = first_streams(container)
         streams = [s for s in (video, audio) if s is not None]
         mapped = {s.index: output.add_stream_from_template(s) for s in streams}
         if video is not None:
@@ -256,8 +247,7 @@ def _encode(source: Path, start: float, end: float, out: Path, fmt: str) -> Cut:
     """Decode ``[start, end)`` and encode it again: H.264 (same size and rate) and AAC."""
     with av.open(str(source)) as container, av.open(str(out), "w", format=fmt) as output:
         origin = origin_of(container)
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
+        video, audio = first_streams(container)
         streams = [s for s in (video, audio) if s is not None]
         encoders = {}
         if video is not None:

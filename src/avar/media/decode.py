@@ -123,6 +123,20 @@ def stream_start(stream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
+def first_streams(container) -> tuple:
+    """The first video and the first audio stream of an open container (None where it has none)."""
+    return (container.streams.video[0] if container.streams.video else None,
+            container.streams.audio[0] if container.streams.audio else None)
+
+
+def origin_of(container) -> float:
+    """Time zero of a file: the earliest start of its first video and audio streams (0 when
+    the container gives neither). Every reader of avar counts time from it."""
+    starts = [stream_start(s) for s in first_streams(container) if s is not None]
+    starts = [s for s in starts if s is not None]
+    return min(starts) if starts else 0.0
+
+
 def check_step(step: float) -> float:
     """``step`` if it is a usable step length in seconds, else a ValueError saying so."""
     try:
@@ -426,12 +440,10 @@ def iter_steps(
 
 def _stream(container, source: str, step: float, frame_size, decode_all: bool,
             stats: DecodeStats, motion: MotionSampling | None) -> Iterator[StepMedia]:
-    video = container.streams.video[0] if container.streams.video else None
-    audio = container.streams.audio[0] if container.streams.audio else None
+    video, audio = first_streams(container)
     if video is None and audio is None:
         raise MediaError(source, "no video or audio stream")
-    starts = [s for s in (stream_start(video) if video else None, stream_start(audio) if audio else None) if s is not None]
-    origin = min(starts) if starts else 0.0
+    origin = origin_of(container)
     per_step = int(round(step * AUDIO_RATE))
 
     frames = None

@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from avar.media.decode import MediaError, stream_start
+from avar.media.decode import MediaError, origin_of
 
 
 @dataclass
@@ -31,12 +31,6 @@ class VideoFrames:
     fps: float
 
 
-def _origin(container) -> float:
-    starts = [stream_start(s) for s in (*container.streams.video[:1], *container.streams.audio[:1])]
-    starts = [s for s in starts if s is not None]
-    return min(starts) if starts else 0.0
-
-
 def read_frames(path: Path | str, size: tuple[int, int] | None = None, gray: bool = True) -> VideoFrames:
     """Decode every frame of ``path``; ``size`` = (width, height) resizes with area averaging.
 
@@ -50,7 +44,7 @@ def read_frames(path: Path | str, size: tuple[int, int] | None = None, gray: boo
             if not container.streams.video:
                 raise MediaError(path, "no video stream; the autoencoder's visual model needs frames")
             stream = container.streams.video[0]
-            origin = _origin(container)
+            origin = origin_of(container)
             rate = stream.average_rate or stream.guessed_rate
             frames, times = [], []
             for frame in container.decode(stream):
@@ -81,7 +75,7 @@ def read_audio(path: Path | str, rate: int) -> np.ndarray | None:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
-            origin = _origin(container)
+            origin = origin_of(container)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
             chunks, start = [], None
             for frame in container.decode(stream):
