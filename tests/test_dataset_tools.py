@@ -217,3 +217,13 @@ def test_fight_dev_passes_the_check_with_its_known_gaps_as_warnings():
     assert report.errors == [] and len(report.clips) == 151
     kinds = {f.kind for f in report.findings}
     assert kinds == {"no sound", "silent sound"}
+
+
+def test_unreadable_annotations_are_one_line_naming_the_file(raw, tmp_path, capsys):
+    (tmp_path / "latin1.csv").write_bytes("file,start,end,label\ncam3.mp4,1,2,bagarre é\n".encode("latin-1"))
+    (tmp_path / "columns.csv").write_text("video,from,to,class\ncam3.mp4,1,2,fight\n")
+    for name, said in (("latin1.csv", "not UTF-8 text"), ("columns.csv", "needs the columns file,start,end,label")):
+        assert main(["dataset", "cut", str(raw), str(tmp_path / name), "--out", str(tmp_path / "d"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / name}: {said}") and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

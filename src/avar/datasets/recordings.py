@@ -93,26 +93,30 @@ def read_annotations(path: Path | str) -> tuple[list[Annotation], list[Problem]]
     not events (bad times, an end not after its start, an empty file or label), by line."""
     path = Path(path)
     events, problems = [], []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: needs the columns {','.join(COLUMNS)} in its header; {', '.join(missing)} "
-                             f"missing (found {reader.fieldnames})")
-        for row in reader:
-            line = reader.line_num
-            file = (row["file"] or "").strip()
-            try:
-                if not file:
-                    raise ValueError("no file")
-                start, end = parse_time(row["start"] or ""), parse_time(row["end"] or "")
-                if start < 0 or end <= start:
-                    raise ValueError(f"the interval [{start:g}, {end:g}) s is empty or negative")
-                label = check_label((row["label"] or "").strip(), f"{path}:{line}")
-            except ValueError as exc:
-                problems.append(Problem(line, file, str(exc)))
-                continue
-            events.append(Annotation(line, file, start, end, label))
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the annotations as "
+                         "UTF-8 CSV") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path}: needs the columns {','.join(COLUMNS)} in its header; {', '.join(missing)} "
+                         f"missing (found {reader.fieldnames})")
+    for row in reader:
+        line = reader.line_num
+        file = (row["file"] or "").strip()
+        try:
+            if not file:
+                raise ValueError("no file")
+            start, end = parse_time(row["start"] or ""), parse_time(row["end"] or "")
+            if start < 0 or end <= start:
+                raise ValueError(f"the interval [{start:g}, {end:g}) s is empty or negative")
+            label = check_label((row["label"] or "").strip(), f"{path}:{line}")
+        except ValueError as exc:
+            problems.append(Problem(line, file, str(exc)))
+            continue
+        events.append(Annotation(line, file, start, end, label))
     return events, problems
 
 
@@ -255,6 +259,8 @@ def cut_dataset(raw_dir: Path | str, annotations: Path | str, out_dir: Path | st
                                  "file column is relative to")
     if margin < 0 or (normal_length is not None and normal_length <= 0) or (normals is not None and normals < 0):
         raise ValueError("--margin must be >= 0, --normal-length > 0 and --normals >= 0")
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise ValueError(f"--fractions must be three shares >= 0 (train, val, test), not all 0; got {list(fractions)}")
     events, problems = read_annotations(annotations)
     report = CutReport(str(out_dir), problems=problems)
     infos = {}
