@@ -87,6 +87,16 @@ def _option_type(hint) -> type:
     return hint
 
 
+def _default_text(help: str, default, note: str | None) -> str:
+    """What an option's help adds about its default: the ``note``, else ``(default X)`` unless
+    the help says it already or there is nothing to show (None; a flag)."""
+    if note:
+        return f" ({note})"
+    if "default" in help or default is None or isinstance(default, bool):
+        return ""
+    return f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls, method: str, *, defaults=None, dest_prefix: str = "",
                        notes: dict[str, str] | None = None) -> None:
     """Add an option for every field of the config dataclass ``cls`` that carries :func:`option`
@@ -101,11 +111,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, method: str, *, def
         if not spec or spec["only"] and method not in spec["only"]:
             continue
         flag = spec["flag"] or "--" + f.name.replace("_", "-")
-        note = (notes or {}).get(f.name)
-        default = getattr(shown, f.name)
-        text = spec["help"] + (f" ({note})" if note else "" if "default" in spec["help"] or default is None
-                               or isinstance(default, bool) else f" (default {default:g})"
-                               if isinstance(default, float) else f" (default {default})")
+        text = spec["help"] + _default_text(spec["help"], getattr(shown, f.name), (notes or {}).get(f.name))
         existing = parser._option_string_actions.get(flag)
         if existing is not None:
             if text not in existing.help:
