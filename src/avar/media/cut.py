@@ -16,7 +16,7 @@ streams, as a player shows them and as :mod:`avar.media.decode` counts them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -130,20 +130,16 @@ def cut(source: Path | str, start: float, end: float, out: Path | str, *, copy: 
             try:
                 with atomic_path(out) as partial:
                     result = _copy(source, key_frame, end, partial, fmt)
-                return _at(result, out)
+                return replace(result, path=out)
             except _NotCopyable:
                 if copy:
                     raise ValueError(f"{source}: its video has frames decoded out of order; the cut must be "
                                      "re-encoded") from None
         with atomic_path(out) as partial:
             result = _encode(source, start, end, partial, fmt)
-        return _at(result, out)
+        return replace(result, path=out)
     except av.error.FFmpegError as exc:
         raise MediaError(source, f"cutting [{start:.3f}, {end:.3f}) s failed ({exc})") from exc
-
-
-def _at(result: Cut, path: Path) -> Cut:
-    return Cut(path, result.start, result.end, result.copied, result.frames, result.audio_samples)
 
 
 def _frame(video) -> float:
