@@ -8,8 +8,8 @@ every 1.92 s, the AAC frames aligned with it), annotations of ``--events`` event
 segments placed on key frames, and cuts it in a child process four ways: events only
 (``--normals 0``: every cut can copy the stream), events and as many normal clips (placed on
 key frames: copied too), the events 0.52 s later (off key frames: every cut re-encoded), and,
-for the memory comparison, events only on a recording of ``--short-minutes``. Each child reports its wall time and its peak resident memory
-(``ru_maxrss``). Prints JSON.
+for the memory comparison, events only on a recording of ``--short-minutes``. Each child
+reports its wall time and its peak resident memory (``ru_maxrss``). Prints JSON.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ CHILD = """
 import json, resource, sys, time
 from avar.datasets.recordings import cut_dataset
 started = time.perf_counter()
-report = cut_dataset(sys.argv[1], sys.argv[2], sys.argv[3], normals=None if sys.argv[4] == "default" else int(sys.argv[4]),
-                     progress=False)
+normals = None if sys.argv[4] == "default" else int(sys.argv[4])
+report = cut_dataset(sys.argv[1], sys.argv[2], sys.argv[3], normals=normals, progress=False)
 print(json.dumps({"seconds": round(time.perf_counter() - started, 1),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "clips": len(report.clips), "copied": sum(c["copied"] for c in report.clips),

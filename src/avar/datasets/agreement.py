@@ -91,7 +91,8 @@ class AgreementReport:
                 f"{self.matched} matched\nCohen's kappa of matched labels: {kappa}\nmean temporal IoU of matched "
                 f"events: {iou}\n")
         if self.disagreements:
-            text += f"\n{len(self.disagreements)} disagreements:\n\n| recording | kind | first | second |\n|---|---|---|---|\n"
+            text += (f"\n{len(self.disagreements)} disagreements:\n\n"
+                     "| recording | kind | first | second |\n|---|---|---|---|\n")
             for d in self.disagreements:
                 cells = [f"line {e['line']}: {e['label']} [{e['start']:g}, {e['end']:g})" if e else "-"
                          for e in (d["first"], d["second"])]
@@ -109,7 +110,8 @@ def agreement(first: Path | str, second: Path | str, *, min_iou: float = 0.5) ->
     rows = []
     for x, y, iou in pairs:
         if x.label != y.label:
-            rows.append({"file": x.file, "kind": "label", "iou": round(iou, 3), "first": _event(x), "second": _event(y)})
+            rows.append({"file": x.file, "kind": "label", "iou": round(iou, 3), "first": _event(x),
+                         "second": _event(y)})
         elif iou < min_iou:
             rows.append({"file": x.file, "kind": f"boundaries (IoU {iou:.2f})", "iou": round(iou, 3),
                          "first": _event(x), "second": _event(y)})

@@ -231,8 +231,8 @@ def findings(clips: list[ClipCheck], intervals: dict[str, tuple[str, float, floa
             paths = tuple(c.path for c in same)
             splits = sorted({c.split for c in same})
             if len(splits) > 1:
-                out.append(Finding("error", "duplicate across splits", paths, f"the same file is in {', '.join(splits)}: "
-                                   f"{', '.join(paths)}; keep one copy"))
+                out.append(Finding("error", "duplicate across splits", paths,
+                                   f"the same file is in {', '.join(splits)}: {', '.join(paths)}; keep one copy"))
             else:
                 out.append(Finding("warning", "duplicate", paths, f"the same file twice in {splits[0]}: "
                                    f"{', '.join(paths)}"))

@@ -51,7 +51,8 @@ def write_example(out_dir: Path | str, *, seed: int = 0, recordings: int = 4, se
         write_av_file(out_dir / name, frames, fps, audio, AUDIO_RATE)
         truth += [(name, s, e, c) for c, (s, e) in chosen]
         names.append(name)
-    second = [(f, round(s + rng.uniform(-0.4, 0.4), 1), round(e + rng.uniform(-0.4, 0.4), 1), c) for f, s, e, c in truth]
+    second = [(f, round(s + rng.uniform(-0.4, 0.4), 1), round(e + rng.uniform(-0.4, 0.4), 1), c)
+              for f, s, e, c in truth]
     f, s, e, c = second[1]
     second[1] = (f, s, e, next(x for x in CLASSES if x != c))
     del second[-2]

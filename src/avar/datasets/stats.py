@@ -68,7 +68,8 @@ def dataset_stats(data_dir: Path | str, *, plot: Path | str | None = None, progr
         c["with_audio"] += info.has_audio
         c["seconds"] += info.duration
         total += info.duration
-        kind = "audio + video" if info.has_video and info.has_audio else "video only" if info.has_video else "audio only"
+        kind = ("audio + video" if info.has_video and info.has_audio else "video only" if info.has_video
+                else "audio only")
         modal[kind] += 1
         if info.has_video:
             widths.append(info.width)

@@ -332,8 +332,8 @@ def evaluate_autoencoder(
         path = plot_roc(roc, out / "plots" / "roc.png", title=f"{labels.size} test frames of {len(tests)} videos, pooled")
         plot_paths.append(str(path))
     _write_frame_scores(out / "frame_scores.csv", rows, scores)
-    train = {k: getattr(run.record, k) for k in ("train_seconds", "video_train_seconds", "audio_train_seconds", "precision",
-                                      "torch_threads", "video_params", "audio_params")}
+    train = {k: getattr(run.record, k) for k in ("train_seconds", "video_train_seconds", "audio_train_seconds",
+                                                 "precision", "torch_threads", "video_params", "audio_params")}
     train["epochs"] = run.config.epochs
     report = DetectionEvaluation(
         run_dir=str(run_dir), data_dir=str(data_dir), modality=run.config.modality, score=primary,

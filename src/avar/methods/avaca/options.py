@@ -26,8 +26,8 @@ def add_train_options(p: argparse.ArgumentParser, method: str) -> None:
 
 def add_evaluate_options(p: argparse.ArgumentParser) -> None:
     """``avar evaluate``'s options for avaca and mil runs."""
-    p.add_argument("--annotations", help="avaca/mil runs: frame truth for caches without it (avar synth's metadata.json "
-                                         "or an XD-Violence annotations.txt)")
+    p.add_argument("--annotations", help="avaca/mil runs: frame truth for caches without it (avar synth's "
+                                         "metadata.json or an XD-Violence annotations.txt)")
 
 
 def train(args, progress: bool) -> tuple[dict, str]:

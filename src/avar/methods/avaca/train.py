@@ -286,7 +286,8 @@ def train_weak(
     name = config.method if config.method == "avaca" else f"mil {config.head_type}"
     fitted = train_loop(model, optimizer, lambda epoch: batches, loss, config.epochs,
                         validate=validate if val_data else None,
-                        select=lambda r: (r["val_video_auc"] if r["val_video_auc"] is not None else 0.0, -r["val_loss"]),
+                        select=lambda r: (r["val_video_auc"] if r["val_video_auc"] is not None else 0.0,
+                                          -r["val_loss"]),
                         clip_grad=5.0, desc=f"train {name}", progress=progress)
     run = WeakRun(
         model=model, method=config.method, model_config=model_config, norm=norm, step=features.manifest["step"],

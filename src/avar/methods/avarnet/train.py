@@ -296,7 +296,8 @@ def _fit(head: torch.nn.Module, train_seq: SequenceBatch, val_seq: SequenceBatch
         val_loss, val_clip_loss, val_acc = _evaluate(head, val_seq, config.batch_size)
         if config.schedule == "plateau" and steps[0] >= warmup_steps:
             scheduler.step(val_loss)
-        smoothed[0] = val_clip_loss if smoothed[0] is None else SMOOTHING * val_clip_loss + (1 - SMOOTHING) * smoothed[0]
+        previous = smoothed[0]
+        smoothed[0] = val_clip_loss if previous is None else SMOOTHING * val_clip_loss + (1 - SMOOTHING) * previous
         return {"val_loss": val_loss, "val_clip_loss": val_clip_loss, "val_loss_smoothed": smoothed[0],
                 "val_accuracy": val_acc}
 
