@@ -71,7 +71,8 @@ def check_clip(path: Path, relative: str, label: str, split: str, group: str | N
     """Decode ``path`` whole and describe it."""
     out = ClipCheck(relative, label, split, group)
     try:
-        out.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as handle:  # in chunks: a clip may be a long recording
+            out.sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
         info = media_info(path)
         out.video, out.audio = info.has_video, info.has_audio
         out.fps, out.width, out.height = info.fps, info.width, info.height
@@ -87,8 +88,7 @@ def check_clip(path: Path, relative: str, label: str, split: str, group: str | N
                 else:
                     samples = frame.to_ndarray()
                     if samples.size:
-                        peak = max(peak, float(np.abs(samples.astype(np.float64)).max())
-                                   / (32768.0 if samples.dtype == np.int16 else 1.0))
+                        peak = max(peak, _full_scale(samples))
                     if frame.time is not None:
                         last = max(last, frame.time + frame.samples / frame.sample_rate)
         out.duration = round(info.duration or last, 3)
@@ -100,6 +100,16 @@ def check_clip(path: Path, relative: str, label: str, split: str, group: str | N
     except (OSError, MediaError, av.error.FFmpegError) as exc:
         out.error = " ".join(str(exc).split())[:300]
     return out
+
+
+def _full_scale(samples: np.ndarray) -> float:
+    """The loudest sample of a decoded audio frame as a share of full scale (float formats are
+    in [-1, 1]; integer ones span their type; unsigned ones are centred on half their range)."""
+    if samples.dtype.kind == "f":
+        return float(np.abs(samples).max())
+    info = np.iinfo(samples.dtype)
+    centre = (info.max + 1) / 2 if info.min == 0 else 0.0
+    return float(np.abs(samples.astype(np.float64) - centre).max()) / (info.max + 1 - centre)
 
 
 @dataclass

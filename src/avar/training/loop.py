@@ -38,10 +38,9 @@ class Step:
 @dataclass
 class Fitted:
     """What :func:`train_loop` did: the epoch whose weights the model holds (``best_epoch``,
-    1-based), the epochs trained and the per-epoch ``history``."""
+    1-based) and the per-epoch ``history`` (one record per epoch trained)."""
 
     best_epoch: int
-    epochs: int
     history: list[dict]
 
 
@@ -114,4 +113,4 @@ def train_loop(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return Fitted(best_epoch=best_epoch, epochs=len(history), history=history)
+    return Fitted(best_epoch=best_epoch, history=history)

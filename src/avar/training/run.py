@@ -217,16 +217,16 @@ def read_labels(root: Path | str, n_outputs: int) -> list[str]:
     return labels
 
 
-def load_weights(root: Path | str, name: str, meta: dict) -> dict[str, torch.Tensor]:
+def load_weights(root: Path | str, name: str, digests) -> dict[str, torch.Tensor]:
     """The tensors of the run's weights file ``name``, after checking them against the digest
-    ``config.json`` recorded (``meta``, runs saved before digests: no check), that the file
-    is safetensors (never unpickled) and that every value is finite."""
+    ``config.json`` recorded (``digests``: its :data:`WEIGHTS_KEY` entry; ``None`` for runs saved
+    before digests: no check), that the file is safetensors (never unpickled) and that every
+    value is finite."""
     root = Path(root)
     path = root / name
     if not path.is_file():
         raise FileNotFoundError(f"{root}: missing {name}; the run directory is incomplete: {_RESTORE}")
     data = path.read_bytes()
-    digests = meta.get(WEIGHTS_KEY)
     if digests is not None:
         if not isinstance(digests, dict) or not isinstance(digests.get(name), str):
             raise ValueError(f"{root / CONFIG_FILE}: '{WEIGHTS_KEY}' records no digest for {name}; {_RESTORE}")

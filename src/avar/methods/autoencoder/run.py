@@ -308,7 +308,7 @@ class AERun(FeatureRun):
                 "`avar evaluate RUN_DIR FEATURES_DIR` instead of --data"
             )
         with reading_config(root, "autoencoder run"):
-            digests = {WEIGHTS_KEY: meta.pop(WEIGHTS_KEY)} if WEIGHTS_KEY in meta else {}
+            digests = meta.pop(WEIGHTS_KEY, None)
             video_cfg, audio_cfg = meta.pop("video"), meta.pop("audio")
             meta.pop("method"), meta.pop("modality"), meta.pop("learning", None)
             meta["train"]  # every autoencoder run records it: its absence is a damaged config, not an old run

@@ -123,8 +123,7 @@ class WeakRun(FeatureRun):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"{root / CONFIG_FILE}: alpha must be a finite number > 0, got {alpha!r}; retrain "
                              "the run or restore the run directory from a backup")
-        tensors = load_weights(root, MODEL_FILE, meta)
-        meta.pop(WEIGHTS_KEY, None)
+        tensors = load_weights(root, MODEL_FILE, meta.pop(WEIGHTS_KEY, None))
         with reading_config(root, "weakly supervised run"):
             record = WeakRecord.from_dict(meta, root / CONFIG_FILE)
         norm = Normalization.pop_tensors(tensors, root / MODEL_FILE, config.video_dim, config.audio_dim)

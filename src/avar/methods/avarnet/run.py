@@ -103,7 +103,7 @@ class Run(FeatureRun):
     def load(cls, root: Path | str) -> "Run":
         root = Path(root)
         meta = read_run_config(root)
-        digests = {WEIGHTS_KEY: meta.get(WEIGHTS_KEY)} if WEIGHTS_KEY in meta else {}
+        digests = meta.pop(WEIGHTS_KEY, None)
         if meta.get("method", "avarnet") != "avarnet":
             raise ValueError(f"{root}: a '{meta['method']}' run, not a supervised classifier; load any run with "
                              "avar.runs.load_run")
@@ -111,7 +111,7 @@ class Run(FeatureRun):
             config = config_from_dict(meta.pop("head_type", "mtcn"), meta.pop("head"))
             seq_len, step, extractors = meta.pop("seq_len"), meta.pop("step"), meta.pop("extractors")
             head = build_head(config)
-            meta.pop("method", None), meta.pop("learning", None), meta.pop(WEIGHTS_KEY, None)
+            meta.pop("method", None), meta.pop("learning", None)
             record = SupervisedRecord.from_dict(meta, root / CONFIG_FILE)
             record.video_motion = check_motion(record.video_motion or 0)
         check_window(root, seq_len, step)
