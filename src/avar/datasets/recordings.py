@@ -294,7 +294,11 @@ def cut_dataset(raw_dir: Path | str, annotations: Path | str, out_dir: Path | st
     for file, info in infos.items():
         mine = [(e.start, e.end) for e in events if e.file == file]
         count = normals if normals is not None else sum(1 for e in events if e.file == file and e.label != NORMAL)
-        key_frames = key_frame_times(raw_dir / file) if count else None
+        try:
+            key_frames = key_frame_times(raw_dir / file) if count else None
+        except MediaError as exc:  # its packets break part-way: normal clips go anywhere, and are re-encoded
+            log.warning("%s", exc)
+            key_frames = None
         for s, e in normal_intervals(info.duration, mine, margin, length, count, rng, key_frames):
             plans.append(Planned(file, s, e, NORMAL, "normal"))
     report.splits = assign_splits({f: sum(p.file == f for p in plans) for f in infos}, fractions, seed)
